@@ -1,0 +1,192 @@
+//! The gRPC Dapr API (default port 50001): `InvokeBinding`, `GetMetadata`,
+//! `SetMetadata`, `Shutdown`, plus server reflection. A gate in front of every
+//! service checks the API token and answers every other Dapr rpc UNIMPLEMENTED,
+//! naming its building block.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::{Request, Response, Status};
+
+use super::errors::building_block;
+use super::{ApiError, ApiState, ErrorKind};
+use crate::bindings::{BoxFuture, InvokeRequest};
+use crate::proto::runtime::v1 as pb;
+use crate::proto::runtime::v1::dapr_server::Dapr;
+
+const DAPR_SERVICE: &str = "/dapr.proto.runtime.v1.Dapr/";
+const SERVED: &[&str] = &["InvokeBinding", "GetMetadata", "SetMetadata", "Shutdown"];
+
+pub struct DaprApi {
+    pub state: Arc<ApiState>,
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprApi {
+    async fn invoke_binding(
+        &self,
+        request: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        let r = request.into_inner();
+        let invoke = InvokeRequest {
+            data: r.data,
+            metadata: r.metadata,
+            operation: r.operation,
+        };
+        match self.state.invoke_output(&r.name, invoke).await {
+            Ok(resp) => Ok(Response::new(pb::InvokeBindingResponse {
+                data: resp.data,
+                metadata: resp.metadata,
+            })),
+            Err(e) => Err(e.to_status()),
+        }
+    }
+
+    async fn get_metadata(
+        &self,
+        _: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let s = &self.state;
+        let registered_components = s
+            .components
+            .iter()
+            .map(|c| pb::RegisteredComponents {
+                name: c.name.clone(),
+                r#type: c.component_type.clone(),
+                version: c.version.clone(),
+                capabilities: Vec::new(),
+            })
+            .collect();
+        let app_connection_properties = s.app.as_ref().map(|a| pb::AppConnectionProperties {
+            port: i32::from(a.port),
+            protocol: a.protocol.to_string(),
+            channel_address: a.address.clone(),
+            max_concurrency: a.max_concurrency as i32,
+            health: None,
+        });
+        Ok(Response::new(pb::GetMetadataResponse {
+            id: s.app_id.clone(),
+            registered_components,
+            extended_metadata: s.extended_metadata().into_iter().collect(),
+            app_connection_properties,
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            enabled_features: Vec::new(),
+        }))
+    }
+
+    async fn set_metadata(
+        &self,
+        request: Request<pb::SetMetadataRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.state
+            .extended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.key, r.value);
+        Ok(Response::new(()))
+    }
+
+    async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {
+        tracing::info!("shutdown requested through the gRPC API");
+        let token = self.state.shutdown.clone();
+        tokio::spawn(async move { token.cancel() });
+        Ok(Response::new(()))
+    }
+}
+
+/// The layer that puts [`Gate`] in front of every gRPC service.
+#[derive(Clone)]
+pub struct GateLayer {
+    pub state: Arc<ApiState>,
+}
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Token check, UNIMPLEMENTED for unserved Dapr rpcs, and daprd's code for
+/// oversized messages.
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    state: Arc<ApiState>,
+}
+
+impl<S> tower::Service<http::Request<Body>> for Gate<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !self.state.authorized(
+            request
+                .headers()
+                .get("dapr-api-token")
+                .map(|v| v.as_bytes()),
+        ) {
+            let status = ApiError::unauthorized().to_status();
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        if let Some(method) = request.uri().path().strip_prefix(DAPR_SERVICE) {
+            if !SERVED.contains(&method) {
+                let status = ApiError::new(
+                    ErrorKind::NotImplemented,
+                    format!(
+                        "dapr.proto.runtime.v1.Dapr/{method} is not implemented: outrigger serves the bindings building block only ({} is not available)",
+                        building_block(method)
+                    ),
+                )
+                .to_status();
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        }
+        // The service that was polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.state.max_request_bytes;
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(resource_exhausted_when_too_large(response, limit))
+        })
+    }
+}
+
+/// tonic reports an oversized request as OUT_OF_RANGE; Dapr clients expect
+/// RESOURCE_EXHAUSTED, as grpc-go sends.
+fn resource_exhausted_when_too_large(
+    response: http::Response<Body>,
+    limit: usize,
+) -> http::Response<Body> {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = response
+        .headers()
+        .get("grpc-message")
+        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("too large"));
+    if out_of_range && too_large {
+        ApiError::too_large(limit).to_status().into_http()
+    } else {
+        response
+    }
+}

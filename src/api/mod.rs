@@ -1,0 +1,154 @@
+//! The Dapr API the app calls: gRPC (`grpc.rs`, the main API) and the HTTP
+//! shim (`http.rs`), over one shared state and one error table.
+
+pub mod errors;
+pub mod grpc;
+pub mod http;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bindings::{InvokeRequest, InvokeResponse, OutputBinding};
+use crate::status::InputStatus;
+pub use errors::{ApiError, ErrorKind};
+
+/// A loaded component, as metadata lists it.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub component_type: String,
+    pub version: String,
+}
+
+/// The app connection, as metadata lists it.
+#[derive(Debug, Clone)]
+pub struct AppInfo {
+    pub port: u16,
+    pub protocol: &'static str,
+    pub address: String,
+    pub max_concurrency: u32,
+}
+
+/// Ready flags: outbound once components are loaded, app once the app channel is up.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub outbound: AtomicBool,
+    pub app: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.outbound.load(Ordering::Acquire) && self.app.load(Ordering::Acquire)
+    }
+}
+
+/// What both API servers share. Built once at start-up; the output map is
+/// immutable afterwards, so the hot path takes no lock.
+pub struct ApiState {
+    pub app_id: String,
+    pub outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
+    pub components: Vec<ComponentInfo>,
+    pub inputs: Vec<Arc<InputStatus>>,
+    pub app: Option<AppInfo>,
+    pub token: Option<String>,
+    pub readiness: Arc<Readiness>,
+    pub shutdown: CancellationToken,
+    pub max_request_bytes: usize,
+    pub extended: Mutex<BTreeMap<String, String>>,
+}
+
+impl ApiState {
+    /// Looks up and invokes an output binding, with daprd's error texts.
+    pub async fn invoke_output(
+        &self,
+        name: &str,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
+        let Some(binding) = self.outputs.get(name) else {
+            return Err(ApiError::invoke_output(
+                name,
+                format!("couldn't find output binding {name}"),
+            ));
+        };
+        if request.operation.is_empty() {
+            return Err(ApiError::invoke_output(
+                name,
+                crate::bindings::BindingError::MissingOperation,
+            ));
+        }
+        let supported = binding.operations();
+        if !supported.contains(&request.operation.as_str()) {
+            let e = crate::bindings::BindingError::UnsupportedOperation {
+                binding: name.to_string(),
+                operation: request.operation.clone(),
+                supported: supported.join(" "),
+            };
+            return Err(ApiError::invoke_output(name, e));
+        }
+        binding
+            .invoke(request)
+            .await
+            .map_err(|e| ApiError::invoke_output(name, e))
+    }
+
+    /// Checks a presented API token, in constant time.
+    pub fn authorized(&self, presented: Option<&[u8]>) -> bool {
+        match &self.token {
+            None => true,
+            Some(expected) => presented.is_some_and(|p| constant_time_eq(p, expected.as_bytes())),
+        }
+    }
+
+    /// Extended metadata: what the app set, plus the state of each input binding.
+    pub fn extended_metadata(&self) -> BTreeMap<String, String> {
+        let mut map = self
+            .extended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        map.insert("runtime".into(), "outrigger".into());
+        for input in &self.inputs {
+            let s = input.snapshot();
+            let value = if s.detail.is_empty() {
+                s.state.as_str().to_string()
+            } else {
+                format!("{}: {}", s.state.as_str(), s.detail)
+            };
+            map.insert(format!("inputBinding.{}", s.name), value);
+        }
+        for (name, binding) in self.outputs.iter() {
+            if let Some(problem) = binding.problem() {
+                map.insert(format!("outputBinding.{name}"), format!("error: {problem}"));
+            }
+        }
+        map
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,587 @@
+//! Kafka input: one consumer-group member per component. Each assigned partition
+//! gets its own queue and worker, so partitions are delivered in parallel and
+//! each partition strictly in order. An offset is stored only after the app
+//! accepted the message (or it went to the dead-letter topic); revocation and
+//! shutdown wait for in-flight deliveries, within a bound, and commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::metadata::InitialOffset;
+use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config};
+use crate::bindings::{BindingEvent, BoxFuture, DeliveryError, EventSink, InputBinding};
+use crate::status::{InputState, InputStatus};
+
+type Consumer_ = BaseConsumer<InputContext>;
+
+pub struct KafkaInput {
+    name: String,
+    meta: Arc<KafkaMetadata>,
+}
+
+impl KafkaInput {
+    pub fn new(name: &str, meta: Arc<KafkaMetadata>) -> Self {
+        KafkaInput {
+            name: name.to_string(),
+            meta,
+        }
+    }
+}
+
+/// What every partition worker of one binding shares.
+struct Shared {
+    name: String,
+    meta: Arc<KafkaMetadata>,
+    sink: Arc<dyn EventSink>,
+    status: Arc<InputStatus>,
+    dead_letter: Option<FutureProducer<KafkaContext>>,
+    runtime: tokio::runtime::Handle,
+    /// How long a revocation or shutdown waits for in-flight deliveries.
+    drain: Duration,
+}
+
+struct Worker {
+    cancel: CancellationToken,
+    /// Disconnects when the worker task ends.
+    done: mpsc::Receiver<()>,
+    /// Set when the worker was given up on: it must not store offsets any more.
+    fenced: Arc<AtomicBool>,
+}
+
+/// The consumer's context: librdkafka calls it on rebalances, from the consumer thread.
+struct InputContext {
+    client: KafkaContext,
+    consumer: OnceLock<Weak<Consumer_>>,
+    shared: Arc<Shared>,
+    workers: Mutex<HashMap<(String, i32), Worker>>,
+}
+
+impl ClientContext for InputContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.client.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason)
+    }
+}
+
+impl ConsumerContext for InputContext {
+    fn pre_rebalance(&self, consumer: &Consumer_, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let keys: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            tracing::info!(binding.name = %self.shared.name, partitions = keys.len(), "partitions revoked: finishing in-flight deliveries");
+            self.stop_workers(Some(&keys));
+            commit(consumer, &self.shared.name);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &Consumer_, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+                for e in tpl.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    let Some(queue) = consumer.split_partition_queue(&key.0, key.1) else {
+                        tracing::error!(binding.name = %self.shared.name, topic = %key.0, partition = key.1, "cannot split the partition queue");
+                        continue;
+                    };
+                    let cancel = CancellationToken::new();
+                    let fenced = Arc::new(AtomicBool::new(false));
+                    let (done_tx, done) = mpsc::sync_channel(1);
+                    let span = tracing::info_span!("partition", binding.name = %self.shared.name, kafka.topic = %key.0, kafka.partition = key.1);
+                    self.shared.runtime.spawn(
+                        run_partition(PartitionWorker {
+                            queue,
+                            consumer: consumer.clone(),
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            shared: self.shared.clone(),
+                            cancel: cancel.clone(),
+                            fenced: fenced.clone(),
+                            _done: done_tx,
+                        })
+                        .instrument(span),
+                    );
+                    workers.insert(
+                        key,
+                        Worker {
+                            cancel,
+                            done,
+                            fenced,
+                        },
+                    );
+                }
+                tracing::info!(binding.name = %self.shared.name, partitions = tpl.count(), "partitions assigned");
+                self.shared.status.set(
+                    InputState::Subscribed,
+                    format!("{} partition(s) assigned", workers.len()),
+                );
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(binding.name = %self.shared.name, "rebalance error: {e}");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                tracing::warn!(binding.name = %self.shared.name, "offset commit failed: {e}");
+            }
+        }
+    }
+}
+
+impl InputContext {
+    /// Cancels the workers of `keys` (all when `None`) and waits, within the drain
+    /// bound, until each has finished the delivery it had in flight.
+    fn stop_workers(&self, keys: Option<&[(String, i32)]>) {
+        let stopped: Vec<Worker> = {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            match keys {
+                Some(keys) => keys.iter().filter_map(|k| workers.remove(k)).collect(),
+                None => workers.drain().map(|(_, w)| w).collect(),
+            }
+        };
+        for w in &stopped {
+            w.cancel.cancel();
+        }
+        let deadline = Instant::now() + self.shared.drain;
+        for w in stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(mpsc::RecvTimeoutError::Timeout) = w.done.recv_timeout(left) {
+                w.fenced.store(true, Ordering::Release);
+                tracing::warn!(binding.name = %self.shared.name, "a delivery was still in flight after {:?}: it will be delivered again by the next owner", self.shared.drain);
+            }
+        }
+    }
+}
+
+fn commit(consumer: &Consumer_, name: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!(binding.name = %name, "offsets committed"),
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+        Err(e) => tracing::warn!(binding.name = %name, "offset commit failed: {e}"),
+    }
+}
+
+struct PartitionWorker {
+    queue: rdkafka::consumer::base_consumer::PartitionQueue<InputContext>,
+    consumer: Arc<Consumer_>,
+    topic: String,
+    partition: i32,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    fenced: Arc<AtomicBool>,
+    _done: mpsc::SyncSender<()>,
+}
+
+/// A message taken off the queue: the event for the app, plus what a
+/// dead-letter copy needs.
+struct Received {
+    event: BindingEvent,
+    offset: i64,
+    key: Option<Bytes>,
+    headers: Vec<(String, Option<Bytes>)>,
+}
+
+async fn run_partition(mut w: PartitionWorker) {
+    let notify = Arc::new(Notify::new());
+    let waker = notify.clone();
+    w.queue.set_nonempty_callback(move || waker.notify_one());
+    tracing::debug!("partition worker started");
+    loop {
+        if w.cancel.is_cancelled() {
+            break;
+        }
+        let received = match w.queue.poll(Duration::ZERO) {
+            Some(Ok(msg)) => received(&msg, &w.topic, w.shared.meta.dead_letter.is_some()),
+            Some(Err(e)) => {
+                tracing::warn!("consumer error on partition: {e}");
+                continue;
+            }
+            None => {
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = w.cancel.cancelled() => break,
+                    // The callback fires on empty → non-empty; a slow re-poll is a safety net.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        if !deliver_until_done(&w, &received).await {
+            break;
+        }
+        if w.fenced.load(Ordering::Acquire) {
+            break;
+        }
+        if let Err(e) = w
+            .consumer
+            .store_offset(&w.topic, w.partition, received.offset)
+        {
+            tracing::debug!(
+                "offset {} not stored (partition no longer assigned?): {e}",
+                received.offset
+            );
+        }
+    }
+    tracing::debug!("partition worker stopped");
+}
+
+fn received(msg: &BorrowedMessage<'_>, topic: &str, keep_raw: bool) -> Received {
+    let headers = msg.headers();
+    let n = headers.map_or(0, |h| h.count());
+    let mut metadata = HashMap::with_capacity(4 + n);
+    let mut raw = Vec::new();
+    if let Some(h) = headers {
+        for header in h.iter() {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            metadata.insert(header.key.to_string(), value);
+            if keep_raw {
+                raw.push((
+                    header.key.to_string(),
+                    header.value.map(Bytes::copy_from_slice),
+                ));
+            }
+        }
+    }
+    // The event's own fields win over same-named message headers.
+    metadata.insert("topic".to_string(), topic.to_string());
+    metadata.insert("partition".to_string(), msg.partition().to_string());
+    metadata.insert("offset".to_string(), msg.offset().to_string());
+    let key = msg.key().map(Bytes::copy_from_slice);
+    if let Some(k) = &key {
+        metadata.insert("key".to_string(), String::from_utf8_lossy(k).into_owned());
+    }
+    Received {
+        event: BindingEvent {
+            data: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
+            metadata,
+        },
+        offset: msg.offset(),
+        key,
+        headers: raw,
+    }
+}
+
+/// Delivers one message until the app accepts it (or, when configured, until it
+/// is moved to the dead-letter topic). Returns false when cancelled first: the
+/// offset must then not be stored.
+async fn deliver_until_done(w: &PartitionWorker, r: &Received) -> bool {
+    let meta = &w.shared.meta;
+    let status = &w.shared.status;
+    let mut backoff = meta.consume_retry_interval;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        // An in-flight delivery is allowed to finish: revocation and shutdown wait for it.
+        let result = w.shared.sink.deliver(&r.event).await;
+        let error = match result {
+            Ok(()) => {
+                status.delivered.fetch_add(1, Ordering::Relaxed);
+                if attempt > 1 {
+                    tracing::info!(offset = r.offset, attempt, "delivered after retrying");
+                    status.recovered();
+                }
+                return true;
+            }
+            Err(e) => e,
+        };
+        status.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        if let Some(dl) = &meta.dead_letter {
+            if attempt >= dl.max_attempts {
+                return dead_letter(w, r, attempt, &error).await;
+            }
+        }
+        tracing::warn!(offset = r.offset, attempt, retry_in = ?backoff, "delivery failed: {error}");
+        status.set(
+            InputState::Retrying,
+            format!(
+                "{}[{}]@{}: attempt {attempt} failed: {error}",
+                w.topic, w.partition, r.offset
+            ),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = w.cancel.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(meta.consume_retry_max_interval);
+    }
+}
+
+/// Writes a poison message to the dead-letter topic, retrying until the broker
+/// acknowledges it; only then may the source offset move on.
+async fn dead_letter(
+    w: &PartitionWorker,
+    r: &Received,
+    attempts: u32,
+    error: &DeliveryError,
+) -> bool {
+    let (Some(dl), Some(producer)) = (&w.shared.meta.dead_letter, &w.shared.dead_letter) else {
+        return false;
+    };
+    let reason = error.to_string();
+    let mut backoff = w.shared.meta.consume_retry_interval;
+    loop {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 5);
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let attempts_text = attempts.to_string();
+        let partition_text = w.partition.to_string();
+        let offset_text = r.offset.to_string();
+        headers = headers
+            .insert(Header {
+                key: "outrigger-dead-letter-reason",
+                value: Some(reason.as_bytes()),
+            })
+            .insert(Header {
+                key: "outrigger-source-topic",
+                value: Some(w.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "outrigger-source-partition",
+                value: Some(partition_text.as_bytes()),
+            })
+            .insert(Header {
+                key: "outrigger-source-offset",
+                value: Some(offset_text.as_bytes()),
+            })
+            .insert(Header {
+                key: "outrigger-delivery-attempts",
+                value: Some(attempts_text.as_bytes()),
+            });
+        let mut record = rdkafka::producer::FutureRecord::to(&dl.topic)
+            .payload(&r.event.data[..])
+            .headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(&k[..]);
+        }
+        match producer.send(record, w.shared.meta.produce_timeout).await {
+            Ok(_) => {
+                w.shared
+                    .status
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
+                w.shared.status.recovered();
+                tracing::warn!(offset = r.offset, attempts, dead_letter_topic = %dl.topic, "message moved to the dead-letter topic: {reason}");
+                return true;
+            }
+            Err((e, _)) => {
+                tracing::warn!(offset = r.offset, retry_in = ?backoff, "writing to the dead-letter topic failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = w.cancel.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(w.shared.meta.consume_retry_max_interval);
+    }
+}
+
+fn consumer_config(name: &str, meta: &KafkaMetadata, drain: Duration) -> ClientConfig {
+    let mut c = client_config(name, meta);
+    c.set(
+        "group.id",
+        meta.consumer_group.as_deref().unwrap_or_default(),
+    )
+    .set("enable.auto.commit", "true")
+    .set("auto.commit.interval.ms", "1000")
+    // Offsets are stored by hand, after the app said OK.
+    .set("enable.auto.offset.store", "false")
+    .set("enable.partition.eof", "false")
+    .set("allow.auto.create.topics", "true")
+    .set(
+        "auto.offset.reset",
+        match meta.initial_offset {
+            InitialOffset::Oldest => "earliest",
+            InitialOffset::Newest => "latest",
+        },
+    )
+    .set(
+        "session.timeout.ms",
+        meta.session_timeout.as_millis().to_string(),
+    )
+    .set(
+        "heartbeat.interval.ms",
+        meta.heartbeat_interval.as_millis().to_string(),
+    )
+    // The main queue is polled continuously on its own thread; it pauses only
+    // while a revocation waits for in-flight deliveries, bounded by `drain`.
+    // Brokers also use this as the rebalance timeout, so keep it short.
+    .set(
+        "max.poll.interval.ms",
+        (meta.session_timeout.max(drain) + Duration::from_secs(5))
+            .as_millis()
+            .to_string(),
+    )
+    // Bound the prefetch held in memory per consumer.
+    .set("queued.max.messages.kbytes", "16384")
+    .set("queued.min.messages", "10000");
+    if let Some(strategy) = meta.assignment_strategy {
+        c.set("partition.assignment.strategy", strategy);
+    }
+    c
+}
+
+impl InputBinding for KafkaInput {
+    fn run(
+        self: Box<Self>,
+        sink: Arc<dyn EventSink>,
+        status: Arc<InputStatus>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let name = self.name.clone();
+            let meta = self.meta.clone();
+            let health = Arc::new(BrokerHealth::default());
+            let dead_letter = match &meta.dead_letter {
+                None => None,
+                Some(_) => match super::output::producer(&name, &meta, health.clone()) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!(binding.name = %name, "cannot create the dead-letter producer: {e}");
+                        status.set(
+                            InputState::Error,
+                            format!("cannot create the dead-letter producer: {e}"),
+                        );
+                        return;
+                    }
+                },
+            };
+            let shared = Arc::new(Shared {
+                name: name.clone(),
+                meta: meta.clone(),
+                sink,
+                status: status.clone(),
+                dead_letter,
+                runtime: tokio::runtime::Handle::current(),
+                drain: grace,
+            });
+            let context = InputContext {
+                client: KafkaContext {
+                    binding: name.clone(),
+                    brokers: meta.brokers.clone(),
+                    health,
+                },
+                consumer: OnceLock::new(),
+                shared: shared.clone(),
+                workers: Mutex::new(HashMap::new()),
+            };
+            let consumer: Arc<Consumer_> = match consumer_config(&name, &meta, grace)
+                .create_with_context(context)
+            {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    tracing::error!(binding.name = %name, "cannot create the Kafka consumer: {e}");
+                    status.set(
+                        InputState::Error,
+                        format!("cannot create the Kafka consumer: {e}"),
+                    );
+                    return;
+                }
+            };
+            let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+            let topics: Vec<&str> = meta.topics.iter().map(String::as_str).collect();
+            if let Err(e) = consumer.subscribe(&topics) {
+                tracing::error!(binding.name = %name, "cannot subscribe to {topics:?}: {e}");
+                status.set(InputState::Error, format!("cannot subscribe: {e}"));
+                return;
+            }
+            status.set(InputState::Subscribed, "joining the consumer group");
+            tracing::info!(binding.name = %name, topics = ?meta.topics, group = meta.consumer_group.as_deref().unwrap_or_default(), "consuming");
+
+            // The main queue (rebalances, errors) is served by a thread of its own:
+            // a revocation may block it while deliveries drain.
+            let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+            let thread_name = format!("kafka-{name}");
+            let spawned = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || {
+                    poll_main_queue(&consumer, &shutdown, &status);
+                    consumer.context().stop_workers(None);
+                    commit(&consumer, &consumer.context().shared.name);
+                    consumer.unsubscribe();
+                    status.set(InputState::Stopped, "");
+                    // Dropping the last handle closes the consumer: it leaves the group.
+                    drop(consumer);
+                    let _ = finished_tx.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    let _ = finished_rx.await;
+                    tracing::info!(binding.name = %name, "consumer closed");
+                }
+                Err(e) => {
+                    tracing::error!(binding.name = %name, "cannot start the consumer thread: {e}")
+                }
+            }
+        })
+    }
+}
+
+fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, status: &InputStatus) {
+    let name = &consumer.context().shared.name;
+    let mut last_error: Option<(String, Instant)> = None;
+    while !shutdown.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(msg)) => {
+                // A message fetched before its partition queue was split: rewind so
+                // that the partition's worker gets it, in order.
+                tracing::debug!(binding.name = %name, partition = msg.partition(), offset = msg.offset(), "message on the main queue: rewinding");
+                let (topic, partition, offset) =
+                    (msg.topic().to_string(), msg.partition(), msg.offset());
+                drop(msg);
+                if let Err(e) = consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(5),
+                ) {
+                    tracing::warn!(binding.name = %name, "rewind failed: {e}");
+                }
+            }
+            Some(Err(e)) => {
+                let text = e.to_string();
+                let repeat = last_error
+                    .as_ref()
+                    .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(30));
+                if !repeat {
+                    tracing::warn!(binding.name = %name, "consumer error: {text}");
+                    last_error = Some((text.clone(), Instant::now()));
+                }
+                status.set(InputState::Error, text);
+            }
+        }
+    }
+}

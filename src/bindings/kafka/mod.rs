@@ -1,0 +1,171 @@
+//! `bindings.kafka`: output (produce, acknowledged by the broker before the reply)
+//! and input (consumer-group member, per-partition order, at-least-once).
+
+mod input;
+mod metadata;
+mod output;
+
+pub use input::KafkaInput;
+pub use metadata::{
+    Auth, DeadLetter, Direction, InitialOffset, KafkaMetadata, SaslMechanism, Secret, Tls,
+};
+pub use output::KafkaOutput;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// librdkafka settings shared by producers and consumers of one component.
+pub(crate) fn client_config(binding: &str, meta: &KafkaMetadata) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &meta.brokers)
+        .set(
+            "client.id",
+            meta.client_id
+                .clone()
+                .unwrap_or_else(|| format!("outrigger-{binding}")),
+        )
+        // librdkafka logs through our context at the level we choose.
+        .set_log_level(RDKafkaLogLevel::Info);
+    let tls = meta.tls.is_some();
+    match &meta.auth {
+        Auth::None => {
+            c.set("security.protocol", if tls { "ssl" } else { "plaintext" });
+        }
+        Auth::Password {
+            username,
+            password,
+            mechanism,
+        } => {
+            c.set(
+                "security.protocol",
+                if tls { "sasl_ssl" } else { "sasl_plaintext" },
+            )
+            .set("sasl.mechanism", mechanism.librdkafka_name())
+            .set("sasl.username", username)
+            .set("sasl.password", password.expose());
+        }
+    }
+    if let Some(t) = &meta.tls {
+        if let Some(ca) = &t.ca_cert {
+            c.set("ssl.ca.pem", ca);
+        }
+        if t.skip_verify {
+            c.set("enable.ssl.certificate.verification", "false");
+        }
+    }
+    if let Some(max) = meta.max_message_bytes {
+        c.set("message.max.bytes", max.to_string());
+    }
+    c
+}
+
+/// Tracks whether the brokers are reachable, from librdkafka's error callback and probes.
+#[derive(Debug, Default)]
+pub(crate) struct BrokerHealth {
+    down: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl BrokerHealth {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.is_down().then(|| {
+            self.reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
+    fn mark_down(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.down.store(true, Ordering::Release);
+    }
+
+    fn mark_up(&self) -> bool {
+        self.down.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The librdkafka context of a component's clients: routes logs to `tracing`
+/// (quietly) and notices when every broker is down.
+pub(crate) struct KafkaContext {
+    pub binding: String,
+    pub brokers: String,
+    pub health: std::sync::Arc<BrokerHealth>,
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // librdkafka repeats connection failures every reconnect backoff; the error
+        // callback below reports the state change once, so these stay at DEBUG.
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(binding.name = %self.binding, facility = fac, "librdkafka: {message}")
+            }
+            _ => {
+                tracing::debug!(binding.name = %self.binding, facility = fac, "librdkafka: {message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                if !self.health.is_down() {
+                    tracing::warn!(binding.name = %self.binding, brokers = %self.brokers, "all Kafka brokers are down: {reason}");
+                }
+                self.health
+                    .mark_down(format!("all brokers down ({}): {reason}", self.brokers));
+            }
+            Some(RDKafkaErrorCode::Authentication)
+            | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                tracing::error!(binding.name = %self.binding, "Kafka authentication failed: {reason}");
+                self.health
+                    .mark_down(format!("authentication failed: {reason}"));
+            }
+            _ => {
+                tracing::debug!(binding.name = %self.binding, "librdkafka error: {error}: {reason}")
+            }
+        }
+    }
+}
+
+/// Probes the brokers once a second while they are marked down, so that output
+/// calls fail fast while they are gone and work again as soon as they are back.
+pub(crate) fn spawn_health_probe<F>(
+    binding: String,
+    health: std::sync::Arc<BrokerHealth>,
+    stop: tokio_util::sync::CancellationToken,
+    probe: F,
+) where
+    F: Fn() -> Result<(), KafkaError> + Send + Sync + Clone + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !health.is_down() {
+                continue;
+            }
+            let probe = probe.clone();
+            if let Ok(Ok(())) = tokio::task::spawn_blocking(probe).await {
+                if health.mark_up() {
+                    tracing::info!(binding.name = %binding, "Kafka brokers reachable again");
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,182 @@
+//! Kafka output: `create` produces one record and answers once the broker
+//! acknowledged it with `acks=all`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config, spawn_health_probe};
+use crate::bindings::{BindingError, BoxFuture, InvokeRequest, InvokeResponse, OutputBinding};
+
+const OPERATIONS: &[&str] = &["create"];
+
+pub struct KafkaOutput {
+    name: String,
+    topic: Option<String>,
+    producer: FutureProducer<KafkaContext>,
+    health: Arc<BrokerHealth>,
+    produce_timeout: Duration,
+    stop_probe: CancellationToken,
+}
+
+/// A producer for one component: durable writes (`acks=all`), bounded delivery time.
+pub(crate) fn producer(
+    name: &str,
+    meta: &KafkaMetadata,
+    health: Arc<BrokerHealth>,
+) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    let mut config = client_config(name, meta);
+    config
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            meta.produce_timeout.as_millis().to_string(),
+        )
+        // Deliveries answer callers one by one; don't hold records back to batch them.
+        .set("linger.ms", "1")
+        .set("allow.auto.create.topics", "true");
+    if let Some(codec) = meta.compression {
+        config.set("compression.type", codec);
+    }
+    config.create_with_context(KafkaContext {
+        binding: name.to_string(),
+        brokers: meta.brokers.clone(),
+        health,
+    })
+}
+
+impl KafkaOutput {
+    pub fn new(name: &str, meta: Arc<KafkaMetadata>) -> Result<Self, BindingError> {
+        let health = Arc::new(BrokerHealth::default());
+        let producer =
+            producer(name, &meta, health.clone()).map_err(|e| BindingError::Backend {
+                context: format!("cannot create the Kafka producer for {name}"),
+                source: Box::new(e),
+            })?;
+        let stop_probe = CancellationToken::new();
+        let probe_producer = producer.clone();
+        spawn_health_probe(
+            name.to_string(),
+            health.clone(),
+            stop_probe.clone(),
+            move || {
+                probe_producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(1))
+                    .map(|_| ())
+            },
+        );
+        Ok(KafkaOutput {
+            name: name.to_string(),
+            topic: meta.publish_topic.clone(),
+            producer,
+            health,
+            produce_timeout: meta.produce_timeout,
+            stop_probe,
+        })
+    }
+
+    fn map_error(&self, e: KafkaError, topic: &str) -> BindingError {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageTimedOut) => match self.health.problem() {
+                Some(p) => BindingError::Unavailable(p),
+                None => BindingError::Timeout(self.produce_timeout),
+            },
+            Some(RDKafkaErrorCode::QueueFull) => {
+                BindingError::Rejected("the producer queue is full; retry later".into())
+            }
+            Some(RDKafkaErrorCode::MessageSizeTooLarge)
+            | Some(RDKafkaErrorCode::InvalidMessageSize) => BindingError::Rejected(format!(
+                "the message is larger than the broker accepts: {e}"
+            )),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic) => BindingError::Rejected(format!(
+                "topic {topic:?} does not exist and was not created by the broker"
+            )),
+            _ => BindingError::Backend {
+                context: format!("producing to topic {topic:?} failed"),
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+impl OutputBinding for KafkaOutput {
+    fn operations(&self) -> &'static [&'static str] {
+        OPERATIONS
+    }
+
+    fn invoke(&self, req: InvokeRequest) -> BoxFuture<'_, Result<InvokeResponse, BindingError>> {
+        Box::pin(async move {
+            let Some(topic) = self.topic.as_deref() else {
+                return Err(BindingError::Rejected(format!(
+                    "binding {} has no publishTopic: it cannot produce",
+                    self.name
+                )));
+            };
+            if let Some(problem) = self.health.problem() {
+                return Err(BindingError::Unavailable(problem));
+            }
+            let mut key: Option<&str> = None;
+            let mut headers = OwnedHeaders::new_with_capacity(req.metadata.len());
+            for (k, v) in &req.metadata {
+                match k.as_str() {
+                    "key" => key = Some(v),
+                    // `key` wins over `partitionKey` when both are given.
+                    "partitionKey" => key = key.or(Some(v)),
+                    _ => {
+                        headers = headers.insert(Header {
+                            key: k,
+                            value: Some(v.as_bytes()),
+                        })
+                    }
+                }
+            }
+            let mut record = FutureRecord::to(topic)
+                .payload(&req.data[..])
+                .headers(headers);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            // The queue wait is bounded by the delivery timeout librdkafka enforces.
+            match self.producer.send(record, self.produce_timeout).await {
+                Ok(delivery) => {
+                    let mut metadata = HashMap::with_capacity(3);
+                    metadata.insert("topic".to_string(), topic.to_string());
+                    metadata.insert("partition".to_string(), delivery.partition.to_string());
+                    metadata.insert("offset".to_string(), delivery.offset.to_string());
+                    Ok(InvokeResponse {
+                        data: bytes::Bytes::new(),
+                        metadata,
+                    })
+                }
+                Err((e, _)) => Err(self.map_error(e, topic)),
+            }
+        })
+    }
+
+    fn close(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop_probe.cancel();
+            let producer = self.producer.clone();
+            let name = self.name.clone();
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+            match flushed {
+                Ok(Ok(())) => tracing::debug!(binding.name = %name, "producer flushed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(binding.name = %name, "producer flush incomplete: {e}")
+                }
+                Err(e) => tracing::warn!(binding.name = %name, "producer flush task failed: {e}"),
+            }
+        })
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.health.problem()
+    }
+}

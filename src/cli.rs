@@ -1,0 +1,172 @@
+//! Command-line flags, named and defaulted as daprd and `dapr run` name them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app_channel::AppProtocol;
+use crate::config::parse_duration;
+use crate::runtime::SidecarConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outrigger",
+    version,
+    about = "A sidecar that serves Dapr's bindings API (gRPC and HTTP) with a Kafka binding.",
+    long_about = "outrigger serves the Dapr bindings API to an app that runs beside it: official Dapr SDKs, \
+                  the Dapr quickstarts and grpcurl work unchanged.\n\n\
+                  `outrigger sidecar` runs the sidecar alone (as in a Kubernetes pod); \
+                  `outrigger run` starts an app beside its sidecar, as `dapr run` does."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar alone, like daprd.
+    Sidecar(SidecarArgs),
+    /// Run an app with its sidecar, like `dapr run`: `outrigger run [flags] [--] <command ...>`,
+    /// or several apps from a run template: `outrigger run -f dapr.yaml`.
+    Run(RunArgs),
+}
+
+/// Flags of the sidecar; `outrigger run` accepts the same ones.
+#[derive(Debug, Clone, Args)]
+pub struct SidecarArgs {
+    /// The id of the app this sidecar serves (used in metadata and component scopes).
+    #[arg(long, short = 'a', env = "APP_ID", default_value = "")]
+    pub app_id: String,
+
+    /// The port the app listens on; input bindings are delivered there. Without it, input bindings are not consumed.
+    #[arg(long, short = 'p')]
+    pub app_port: Option<u16>,
+
+    /// How the sidecar talks to the app: http (OPTIONS/POST /{binding}) or grpc (AppCallback).
+    #[arg(long, short = 'P', value_enum, default_value = "http")]
+    pub app_protocol: AppProtocol,
+
+    /// The address the app listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub app_channel_address: String,
+
+    /// Port of the HTTP API (POST /v1.0/bindings/{name}, /v1.0/healthz, /v1.0/metadata). 0 picks a free port.
+    #[arg(long, short = 'H', default_value_t = 3500)]
+    pub dapr_http_port: u16,
+
+    /// Port of the gRPC API (dapr.proto.runtime.v1.Dapr). 0 picks a free port.
+    #[arg(long, short = 'G', default_value_t = 50001)]
+    pub dapr_grpc_port: u16,
+
+    /// Folder (or file) of component YAML files; repeatable. `--components-path` is the older name.
+    #[arg(
+        long = "resources-path",
+        short = 'd',
+        alias = "components-path",
+        value_name = "PATH"
+    )]
+    pub resources_path: Vec<PathBuf>,
+
+    /// Comma-separated IP addresses the APIs listen on; `localhost` is 127.0.0.1 and ::1. Use 0.0.0.0 in a container.
+    #[arg(long, default_value = "localhost")]
+    pub dapr_listen_addresses: String,
+
+    /// Largest request body the APIs accept, in MB (bigger bodies get 413 / RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 4)]
+    pub dapr_http_max_request_size: usize,
+
+    /// Seconds to finish in-flight work on shutdown (SIGINT, SIGTERM, /v1.0/shutdown).
+    #[arg(long, default_value_t = 5)]
+    pub dapr_graceful_shutdown_seconds: u64,
+
+    /// How long to wait for the app port before reporting it unreachable (seconds, or a duration like 90s).
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub app_channel_timeout: Duration,
+
+    /// Most input deliveries in flight to the app at once; -1 means no cap beyond one per partition.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub app_max_concurrency: i64,
+
+    /// How long one delivery to the app may take before it counts as failed (and is retried).
+    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    pub app_request_timeout: Duration,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "warning", "error", "fatal"])]
+    pub log_level: String,
+
+    /// Write logs as JSON lines (time, level, msg, scope, app_id), as daprd does.
+    #[arg(long)]
+    pub log_as_json: bool,
+}
+
+/// A number of seconds, or a duration with a unit.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(s) => Ok(Duration::from_secs(s)),
+        Err(_) => parse_duration(text),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// A multi-app run template (Dapr's `dapr.yaml` format), or a folder holding `dapr.yaml`.
+    #[arg(long = "run-file", short = 'f', value_name = "FILE|DIR")]
+    pub run_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+
+    /// The app command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+impl SidecarArgs {
+    /// The sidecar configuration; tokens come from `DAPR_API_TOKEN` and `APP_API_TOKEN`.
+    pub fn to_config(&self) -> SidecarConfig {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        SidecarConfig {
+            app_id: self.app_id.clone(),
+            app_port: self.app_port,
+            app_protocol: self.app_protocol,
+            app_channel_address: self.app_channel_address.clone(),
+            http_port: self.dapr_http_port,
+            grpc_port: self.dapr_grpc_port,
+            listen_addresses: self
+                .dapr_listen_addresses
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
+            resources_paths: if self.resources_path.is_empty() {
+                default_resources_path()
+            } else {
+                self.resources_path.clone()
+            },
+            max_request_bytes: self.dapr_http_max_request_size.saturating_mul(1 << 20),
+            graceful_shutdown: Duration::from_secs(self.dapr_graceful_shutdown_seconds),
+            app_channel_timeout: self.app_channel_timeout,
+            app_max_concurrency: u32::try_from(self.app_max_concurrency)
+                .ok()
+                .filter(|n| *n > 0),
+            app_request_timeout: self.app_request_timeout,
+            api_token: env("DAPR_API_TOKEN"),
+            app_token: env("APP_API_TOKEN"),
+        }
+    }
+}
+
+/// As `dapr run`: `~/.dapr/components` when no path is given and it exists.
+fn default_resources_path() -> Vec<PathBuf> {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".dapr").join("components"))
+        .filter(|p| p.is_dir())
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,510 @@
+//! Reads component YAML files: several paths, several documents per file,
+//! `scopes`, unquoted scalars. Every problem is collected, none stops the scan.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::duration::parse_duration;
+use super::error::ConfigError;
+use super::{Component, Metadata, MetadataItem};
+
+const API_VERSION: &str = "dapr.io/v1alpha1";
+const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads every component of the given files or folders that is in scope for `app_id`.
+/// Returns the components that parsed and every error found.
+pub fn load(paths: &[PathBuf], app_id: &str) -> (Vec<Component>, Vec<ConfigError>) {
+    let mut components = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        for file in files_in(path, &mut errors) {
+            match std::fs::read(&file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => load_text(&file, &text, app_id, &mut components, &mut errors),
+                    Err(_) => {
+                        errors.push(ConfigError::in_file(&file, "the file is not valid UTF-8"))
+                    }
+                },
+                Err(e) => errors.push(ConfigError::in_file(
+                    &file,
+                    format!("cannot read the file: {e}"),
+                )),
+            }
+        }
+    }
+    check_duplicates(&components, &mut errors);
+    (components, errors)
+}
+
+/// The YAML files of a resources path, sorted by name (daprd reads a folder non-recursively).
+fn files_in(path: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => vec![path.to_path_buf()],
+        Ok(_) => match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|e| e.to_str()),
+                                Some("yaml" | "yml")
+                            )
+                    })
+                    .collect();
+                files.sort();
+                files
+            }
+            Err(e) => {
+                errors.push(ConfigError::in_file(
+                    path,
+                    format!("cannot read the resources folder: {e}"),
+                ));
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            errors.push(ConfigError::in_file(
+                path,
+                format!("resources path not found: {e}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// One YAML document of a file, with the line its text starts on (1-based).
+struct Document<'a> {
+    text: &'a str,
+    first_line: usize,
+}
+
+impl Document<'_> {
+    /// The line of the first non-blank, non-comment line of the document.
+    fn start_line(&self) -> usize {
+        self.text
+            .lines()
+            .position(|l| {
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with('#')
+            })
+            .map_or(self.first_line, |i| self.first_line + i)
+    }
+
+    /// The line on which a metadata item `name: <field>` is written, after `spec:`.
+    fn metadata_item_line(&self, field: &str) -> Option<usize> {
+        let mut in_spec = false;
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with("spec:") {
+                in_spec = true;
+                continue;
+            }
+            if !in_spec {
+                continue;
+            }
+            let t = t.trim_start_matches('-').trim_start();
+            if let Some(rest) = t.strip_prefix("name:") {
+                let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
+                if v == field {
+                    return Some(self.first_line + i);
+                }
+            }
+        }
+        None
+    }
+
+    /// The line on which a key is first written (e.g. `type:` under `spec:`).
+    fn key_line(&self, key: &str, after: Option<&str>) -> Option<usize> {
+        let mut armed = after.is_none();
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim_start().trim_start_matches('-').trim_start();
+            if !armed {
+                armed = after.is_some_and(|a| t.starts_with(a));
+                continue;
+            }
+            if t.starts_with(key) && t[key.len()..].starts_with(':') {
+                return Some(self.first_line + i);
+            }
+        }
+        None
+    }
+}
+
+/// Splits a YAML stream on `---` lines, keeping where each document starts.
+fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut first_line = 1usize;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_end();
+        let is_marker = t == "---" || t.starts_with("--- ") || t == "...";
+        if is_marker {
+            docs.push(Document {
+                text: &text[start..offset],
+                first_line,
+            });
+            start = offset + line.len();
+            first_line = i + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(Document {
+        text: &text[start..],
+        first_line,
+    });
+    docs
+}
+
+fn load_text(
+    file: &Path,
+    text: &str,
+    app_id: &str,
+    out: &mut Vec<Component>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for doc in split_documents(text) {
+        if doc.text.trim().is_empty() {
+            continue;
+        }
+        let value: Value = match serde_yaml::from_str(doc.text) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = e.location().map(|l| doc.first_line + l.line() - 1);
+                errors.push(
+                    ConfigError::in_file(file, format!("invalid YAML: {}", strip_location(&e)))
+                        .at_line(line),
+                );
+                continue;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let Some(map) = value.as_mapping() else {
+            errors.push(
+                ConfigError::in_file(
+                    file,
+                    "a resource must be a YAML mapping (apiVersion, kind, metadata, spec)",
+                )
+                .at_line(Some(doc.start_line())),
+            );
+            continue;
+        };
+        let kind = map.get("kind").and_then(Value::as_str);
+        match kind {
+            Some("Component") => {}
+            Some(other) => {
+                tracing::debug!(file = %file.display(), kind = other, "skipping a resource that is not a Component");
+                continue;
+            }
+            None if map.get("apiVersion").is_none() => {
+                tracing::warn!(file = %file.display(), line = doc.start_line(), "skipping a YAML document that is not a Dapr resource (no apiVersion, no kind)");
+                continue;
+            }
+            None => {
+                errors.push(
+                    ConfigError::in_file(file, "`kind` is missing (expected `Component`)")
+                        .field("kind")
+                        .at_line(Some(doc.start_line())),
+                );
+                continue;
+            }
+        }
+        if let Some(c) = parse_component(file, &doc, map, errors) {
+            if c.scopes.is_empty() || c.scopes.iter().any(|s| s == app_id) {
+                out.push(c);
+            } else {
+                tracing::info!(component = %c.name, app.id = app_id, scopes = ?c.scopes, "component not loaded: app id not in its scopes");
+            }
+        }
+    }
+}
+
+/// serde_yaml appends "at line X column Y"; we print our own file-relative line instead.
+fn strip_location(e: &serde_yaml::Error) -> String {
+    let s = e.to_string();
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// A scalar as Dapr reads it: strings as is, numbers and bools as their text.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        Value::Tagged(t) => scalar_text(&t.value),
+        // Dapr's DynamicValue also takes structured values; they arrive as JSON text.
+        Value::Sequence(_) | Value::Mapping(_) => serde_json::to_string(v).ok(),
+    }
+}
+
+fn parse_component(
+    file: &Path,
+    doc: &Document<'_>,
+    map: &serde_yaml::Mapping,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Component> {
+    let before = errors.len();
+    let start = doc.start_line();
+    let err = |message: String| ConfigError::in_file(file, message).at_line(Some(start));
+
+    match map.get("apiVersion").map(scalar_text) {
+        Some(Some(v)) if v == API_VERSION => {}
+        Some(Some(v)) => errors.push(
+            err(format!(
+                "unsupported apiVersion {v:?} (expected {API_VERSION})"
+            ))
+            .field("apiVersion")
+            .at_line(doc.key_line("apiVersion", None)),
+        ),
+        _ => errors.push(
+            err(format!("`apiVersion` is missing (expected {API_VERSION})")).field("apiVersion"),
+        ),
+    }
+
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(scalar_text)
+        .unwrap_or_default();
+    if name.is_empty() {
+        errors.push(
+            err("`metadata.name` is missing: every component needs a name".into())
+                .field("metadata.name"),
+        );
+    } else if let Some(bad) = name
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '%'))
+    {
+        errors.push(
+            err(format!(
+                "component name {name:?} contains {bad:?}; names are used in URLs"
+            ))
+            .field("metadata.name"),
+        );
+    }
+    let named = |mut e: ConfigError| {
+        if !name.is_empty() {
+            e.component = Some(name.clone());
+        }
+        e
+    };
+
+    let Some(spec) = map.get("spec").and_then(Value::as_mapping) else {
+        errors.push(named(
+            err("`spec` is missing or not a mapping".into()).field("spec"),
+        ));
+        return None;
+    };
+    let component_type = spec.get("type").and_then(scalar_text).unwrap_or_default();
+    let typed = |e: ConfigError| {
+        let mut e = named(e);
+        if !component_type.is_empty() {
+            e.component_type = Some(component_type.clone());
+        }
+        e
+    };
+    if component_type.is_empty() {
+        errors.push(typed(
+            err("`spec.type` is missing (e.g. bindings.kafka)".into()).field("spec.type"),
+        ));
+    }
+    let version = match spec.get("version").and_then(scalar_text) {
+        Some(v) if !v.is_empty() => v,
+        _ => "v1".to_string(),
+    };
+
+    let ignore_errors = match spec
+        .get("ignoreErrors")
+        .map(|v| scalar_text(v).unwrap_or_default())
+    {
+        None => false,
+        Some(v) => match parse_bool(&v) {
+            Some(b) => b,
+            None => {
+                errors.push(
+                    typed(err(format!("expected true or false, got {v:?}")))
+                        .field("spec.ignoreErrors")
+                        .at_line(doc.key_line("ignoreErrors", Some("spec:"))),
+                );
+                false
+            }
+        },
+    };
+    let init_timeout = match spec.get("initTimeout").and_then(scalar_text) {
+        None => DEFAULT_INIT_TIMEOUT,
+        Some(v) if v.is_empty() => DEFAULT_INIT_TIMEOUT,
+        Some(v) => match parse_duration(&v) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(
+                    typed(err(e))
+                        .field("spec.initTimeout")
+                        .at_line(doc.key_line("initTimeout", Some("spec:"))),
+                );
+                DEFAULT_INIT_TIMEOUT
+            }
+        },
+    };
+
+    let mut items = Vec::new();
+    match spec.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(seq)) => {
+            for (i, entry) in seq.iter().enumerate() {
+                let Some(entry) = entry.as_mapping() else {
+                    errors.push(
+                        typed(err(format!(
+                            "spec.metadata[{i}] must be a mapping with `name` and `value`"
+                        )))
+                        .field(format!("spec.metadata[{i}]")),
+                    );
+                    continue;
+                };
+                let item_name = entry.get("name").and_then(scalar_text).unwrap_or_default();
+                if item_name.is_empty() {
+                    errors.push(
+                        typed(err(format!("spec.metadata[{i}] has no `name`")))
+                            .field(format!("spec.metadata[{i}]")),
+                    );
+                    continue;
+                }
+                let line = doc.metadata_item_line(&item_name);
+                let value = if let Some(v) = entry.get("value") {
+                    scalar_text(v).unwrap_or_default()
+                } else if entry.get("secretKeyRef").is_some() {
+                    errors.push(
+                        typed(err(
+                            "`secretKeyRef` is not supported: outrigger has no secret stores; \
+                             write the value in `value` or read it from the environment with `envRef: VAR`"
+                                .into(),
+                        ))
+                        .field(&item_name)
+                        .at_line(line),
+                    );
+                    continue;
+                } else if let Some(var) = entry.get("envRef").and_then(scalar_text) {
+                    match std::env::var(&var) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            errors.push(
+                                typed(err(format!("`envRef` names the environment variable {var:?}, which is not set")))
+                                    .field(&item_name)
+                                    .at_line(line),
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    String::new()
+                };
+                items.push(MetadataItem {
+                    name: item_name,
+                    value,
+                    line,
+                });
+            }
+        }
+        Some(_) => errors.push(
+            typed(err(
+                "`spec.metadata` must be a list of {name, value} items".into()
+            ))
+            .field("spec.metadata")
+            .at_line(doc.key_line("metadata", Some("spec:"))),
+        ),
+    }
+
+    let scopes = match map.get("scopes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(seq)) => seq.iter().filter_map(scalar_text).collect(),
+        Some(_) => {
+            errors.push(
+                typed(err("`scopes` must be a list of app ids".into()))
+                    .field("scopes")
+                    .at_line(doc.key_line("scopes", None)),
+            );
+            Vec::new()
+        }
+    };
+
+    if errors.len() > before {
+        return None;
+    }
+    Some(Component {
+        name,
+        component_type,
+        version,
+        metadata: Metadata::new(items),
+        ignore_errors,
+        init_timeout,
+        scopes,
+        file: file.to_path_buf(),
+        line: Some(start),
+    })
+}
+
+/// Booleans as Dapr accepts them in metadata.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Some(true),
+        "false" | "no" | "n" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn check_duplicates(components: &[Component], errors: &mut Vec<ConfigError>) {
+    let mut seen: HashMap<&str, &Component> = HashMap::new();
+    for c in components {
+        if let Some(first) = seen.get(c.name.as_str()) {
+            errors.push(ConfigError {
+                file: c.file.clone(),
+                line: c.line,
+                component: Some(c.name.clone()),
+                component_type: Some(c.component_type.clone()),
+                field: Some("metadata.name".into()),
+                message: format!(
+                    "duplicate component name: already defined in {}{}",
+                    first.file.display(),
+                    first.line.map(|l| format!(":{l}")).unwrap_or_default()
+                ),
+            });
+        } else {
+            seen.insert(&c.name, c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_with_lines() {
+        let text = "a: 1\n---\nb: 2\n\n---\nc: 3\n";
+        let docs = split_documents(text);
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].first_line, 3);
+        assert_eq!(docs[2].first_line, 6);
+        assert_eq!(docs[2].text, "c: 3\n");
+    }
+
+    #[test]
+    fn finds_metadata_item_lines() {
+        let text = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: brokers\nspec:\n  type: bindings.kafka\n  metadata:\n    - name: brokers\n      value: x\n";
+        let doc = Document {
+            text,
+            first_line: 10,
+        };
+        assert_eq!(doc.metadata_item_line("brokers"), Some(17));
+        assert_eq!(doc.key_line("type", Some("spec:")), Some(15));
+    }
+}

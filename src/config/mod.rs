@@ -1,0 +1,173 @@
+//! Component configuration: YAML loading, typed metadata helpers, and errors
+//! collected across every file so that a user sees all problems at once.
+
+mod duration;
+mod error;
+mod loader;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use loader::{load, parse_bool};
+
+/// A component as written in a file, in scope for this app, before its type is checked.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    /// `spec.type`, e.g. `bindings.kafka`.
+    pub component_type: String,
+    pub version: String,
+    pub metadata: Metadata,
+    pub ignore_errors: bool,
+    pub init_timeout: Duration,
+    pub scopes: Vec<String>,
+    pub file: PathBuf,
+    pub line: Option<usize>,
+}
+
+impl Component {
+    /// An error about this component, naming its file, name and type.
+    pub fn error(&self, field: Option<&str>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: field
+                .and_then(|f| self.metadata.get_item(f).and_then(|i| i.line))
+                .or(self.line),
+            component: Some(self.name.clone()),
+            component_type: Some(self.component_type.clone()),
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// One `spec.metadata` entry.
+#[derive(Debug, Clone)]
+pub struct MetadataItem {
+    pub name: String,
+    pub value: String,
+    pub line: Option<usize>,
+}
+
+/// The `spec.metadata` list. Names match case-insensitively, as in Dapr.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    items: Vec<MetadataItem>,
+}
+
+impl Metadata {
+    pub fn new(items: Vec<MetadataItem>) -> Self {
+        Metadata { items }
+    }
+
+    pub fn get_item(&self, name: &str) -> Option<&MetadataItem> {
+        self.items
+            .iter()
+            .find(|i| i.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The value, if present and not blank.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_item(name)
+            .map(|i| i.value.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|i| i.name.as_str())
+    }
+}
+
+/// Reads typed metadata of one component and collects every field error.
+pub struct FieldReader<'a> {
+    component: &'a Component,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> FieldReader<'a> {
+    pub fn new(component: &'a Component) -> Self {
+        FieldReader {
+            component,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn component(&self) -> &'a Component {
+        self.component
+    }
+
+    pub fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(self.component.error(Some(field), message));
+    }
+
+    pub fn str(&self, name: &str) -> Option<&'a str> {
+        self.component.metadata.get(name)
+    }
+
+    pub fn required(&mut self, name: &str, hint: &str) -> Option<&'a str> {
+        let v = self.str(name);
+        if v.is_none() {
+            self.errors.push(
+                self.component
+                    .error(None, format!("required metadata is missing ({hint})"))
+                    .field(name),
+            );
+        }
+        v
+    }
+
+    /// A comma-separated list, blanks dropped.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.str(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.str(name) {
+            None => default,
+            Some(v) => parse_bool(v).unwrap_or_else(|| {
+                self.error(name, format!("expected true or false, got {v:?}"));
+                default
+            }),
+        }
+    }
+
+    pub fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        match self.str(name) {
+            None => default,
+            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+                self.error(name, e);
+                default
+            }),
+        }
+    }
+
+    pub fn number<T: std::str::FromStr>(&mut self, name: &str) -> Option<T> {
+        let v = self.str(name)?;
+        match v.parse::<T>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(name, format!("expected a whole number, got {v:?}"));
+                None
+            }
+        }
+    }
+
+    /// Ends the read: the value when no field was wrong, else every error.
+    pub fn finish<T>(self, value: T) -> Result<T, Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.errors)
+        }
+    }
+}

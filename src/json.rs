@@ -1,0 +1,93 @@
+//! Small JSON helpers shared by the HTTP API and the HTTP app channel.
+
+use bytes::Bytes;
+
+/// The compact text of a JSON value, as Go's `json.Marshal` would write it:
+/// insignificant whitespace removed, everything else (key order, number text,
+/// escapes) kept. Zero-copy when `raw` is already compact.
+pub fn compact(source: &Bytes, raw: &str) -> Bytes {
+    let bytes = raw.as_bytes();
+    if !has_insignificant_whitespace(bytes) {
+        let within = source.as_ptr_range();
+        let range = bytes.as_ptr_range();
+        return if within.start <= range.start && range.end <= within.end {
+            source.slice_ref(bytes)
+        } else {
+            Bytes::copy_from_slice(bytes)
+        };
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push(b);
+        }
+    }
+    Bytes::from(out)
+}
+
+fn has_insignificant_whitespace(bytes: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> String {
+        let b = Bytes::copy_from_slice(s.as_bytes());
+        let raw = std::str::from_utf8(&b).unwrap();
+        let from_source = compact(&b, raw);
+        // A text that is not part of `source` is copied, with the same result.
+        assert_eq!(compact(&Bytes::new(), &s.to_string()), from_source);
+        String::from_utf8(from_source.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn removes_only_insignificant_whitespace() {
+        assert_eq!(c("{ \"orderId\" : 1 }"), "{\"orderId\":1}");
+        assert_eq!(c("{\"a\": \"x y\\\" z\"}"), "{\"a\":\"x y\\\" z\"}");
+        assert_eq!(c("[1, 2,\n3]"), "[1,2,3]");
+        assert_eq!(c("\"hello world\""), "\"hello world\"");
+        assert_eq!(c("{\"orderId\":1}"), "{\"orderId\":1}");
+    }
+
+    #[test]
+    fn compact_input_is_not_copied() {
+        let b = Bytes::from_static(b"{\"data\":{\"orderId\":1}}");
+        let raw = &std::str::from_utf8(&b).unwrap()[8..21];
+        let out = compact(&b, raw);
+        assert_eq!(&out[..], b"{\"orderId\":1}");
+        assert_eq!(out.as_ptr(), b[8..].as_ptr());
+    }
+}

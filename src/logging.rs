@@ -1,0 +1,188 @@
+//! Log set-up: human-readable lines, or JSON lines shaped like daprd's
+//! (`time`, `level`, `type`, `msg`, `scope`, `app_id`, `instance`, `ver`).
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Installs the global subscriber. `level` is daprd's: debug, info, warn, error.
+/// `RUST_LOG`, when set, overrides it.
+pub fn init(level: &str, json: bool, app_id: &str) {
+    let level = match level {
+        "warning" => "warn",
+        "fatal" => "error",
+        other => other,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},h2=warn,hyper=warn,tower=warn,rdkafka=warn"
+        ))
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(SpanFieldsLayer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(DaprJson {
+                        app_id: app_id.to_string(),
+                        instance: hostname(),
+                    })
+                    .with_writer(std::io::stdout),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_writer(std::io::stdout),
+            )
+            .try_init()
+    };
+    // A second init (tests starting several sidecars) keeps the first subscriber.
+    let _ = result;
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Span fields kept as JSON, so that event lines can carry `binding.name` and the like.
+struct SpanFields(Map<String, Value>);
+
+struct SpanFieldsLayer;
+
+impl<S> tracing_subscriber::Layer<S> for SpanFieldsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut visitor = JsonVisitor::default();
+        attrs.record(&mut visitor);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(visitor.0));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            let mut ext = span.extensions_mut();
+            if let Some(fields) = ext.get_mut::<SpanFields>() {
+                let mut visitor = JsonVisitor(std::mem::take(&mut fields.0));
+                values.record(&mut visitor);
+                fields.0 = visitor.0;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct JsonVisitor(Map<String, Value>);
+
+impl Visit for JsonVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(
+            field.name().to_string(),
+            Value::String(format!("{value:?}")),
+        );
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_string(), Value::String(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+}
+
+struct DaprJson {
+    app_id: String,
+    instance: String,
+}
+
+impl<S, N> FormatEvent<S, N> for DaprJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = Map::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    line.extend(fields.0.clone());
+                }
+            }
+        }
+        let mut visitor = JsonVisitor::default();
+        event.record(&mut visitor);
+        let mut fields = visitor.0;
+        let msg = fields
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
+        line.extend(fields);
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "debug",
+        };
+        line.insert(
+            "time".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+        line.insert("level".into(), level.into());
+        line.insert("type".into(), "log".into());
+        line.insert("msg".into(), msg);
+        line.insert(
+            "scope".into(),
+            event.metadata().target().replace("::", ".").into(),
+        );
+        line.insert("app_id".into(), self.app_id.clone().into());
+        line.insert("instance".into(), self.instance.clone().into());
+        line.insert("ver".into(), env!("CARGO_PKG_VERSION").into());
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}

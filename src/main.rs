@@ -1,0 +1,29 @@
+//! The `outrigger` binary: parse flags, set up logging, run, map to an exit code.
+
+use clap::Parser;
+use outrigger::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Sidecar(args) => {
+            outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);
+            run_async(outrigger::run_sidecar(args.to_config()))
+        }
+        Command::Run(args) => run_async(outrigger::launcher::run(args)),
+    };
+    std::process::exit(code);
+}
+
+fn run_async(fut: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("outrigger: cannot start the async runtime: {e}");
+            1
+        }
+    }
+}

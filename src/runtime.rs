@@ -1,0 +1,599 @@
+//! Wiring and lifecycle of one sidecar: load components, build bindings, bind
+//! the API listeners, connect to the app and start input bindings; on shutdown,
+//! stop inputs, drain the servers and flush outputs within the grace period.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::api::{self, ApiState, AppInfo, ComponentInfo, Readiness};
+use crate::app_channel::{self, AppProtocol, AppSink, AppTarget, Wanted};
+use crate::bindings::{self, InputBinding, OutputBinding, Planned};
+use crate::config::{self, ConfigErrors};
+use crate::status::{InputState, InputStatus};
+
+/// Everything a sidecar needs to start; `outrigger sidecar` builds it from flags.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub app_id: String,
+    pub app_port: Option<u16>,
+    pub app_protocol: AppProtocol,
+    pub app_channel_address: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    /// Hosts to listen on; `localhost` means 127.0.0.1 and ::1.
+    pub listen_addresses: Vec<String>,
+    pub resources_paths: Vec<PathBuf>,
+    pub max_request_bytes: usize,
+    pub graceful_shutdown: Duration,
+    pub app_channel_timeout: Duration,
+    pub app_max_concurrency: Option<u32>,
+    pub app_request_timeout: Duration,
+    pub api_token: Option<String>,
+    pub app_token: Option<String>,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            app_id: String::new(),
+            app_port: None,
+            app_protocol: AppProtocol::Http,
+            app_channel_address: "127.0.0.1".into(),
+            http_port: 3500,
+            grpc_port: 50001,
+            listen_addresses: vec!["localhost".into()],
+            resources_paths: Vec::new(),
+            max_request_bytes: 4 << 20,
+            graceful_shutdown: Duration::from_secs(5),
+            app_channel_timeout: Duration::from_secs(60),
+            app_max_concurrency: None,
+            app_request_timeout: Duration::from_secs(60),
+            api_token: None,
+            app_token: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("component {name} failed to start: {source}")]
+    ComponentInit {
+        name: String,
+        #[source]
+        source: bindings::BindingError,
+    },
+    #[error("cannot listen on {addr} for the {api} API: {source}")]
+    Bind {
+        api: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    /// The process exit code: 64 (EX_USAGE) for bad configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::Config(_) => 64,
+            _ => 1,
+        }
+    }
+}
+
+/// A started sidecar. Dropping it does not stop it; call [`Sidecar::shutdown`]
+/// or cancel the token given to [`Sidecar::start`], then [`Sidecar::wait`].
+pub struct Sidecar {
+    state: Arc<ApiState>,
+    http_addrs: Vec<SocketAddr>,
+    grpc_addrs: Vec<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl Sidecar {
+    /// Loads components and starts serving. Returns once the API ports are bound.
+    pub async fn start(
+        config: SidecarConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Sidecar, RuntimeError> {
+        let started = Instant::now();
+        tracing::info!(app.id = %config.app_id, "starting outrigger {}", env!("CARGO_PKG_VERSION"));
+
+        let planned = load_components(&config)?;
+        let mut outputs: HashMap<String, Arc<dyn OutputBinding>> = HashMap::new();
+        let mut inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)> = Vec::new();
+        let mut components = Vec::new();
+        for p in planned {
+            let name = p.component.name.clone();
+            let built = p.output().and_then(|o| p.input().map(|i| (o, i)));
+            let (output, input) = match built {
+                Ok(pair) => pair,
+                Err(source) if p.component.ignore_errors => {
+                    tracing::warn!(component = %name, "component failed to start and is skipped (ignoreErrors): {source}");
+                    continue;
+                }
+                Err(source) => return Err(RuntimeError::ComponentInit { name, source }),
+            };
+            tracing::info!(component = %name, r#type = %p.component.component_type, output = output.is_some(), input = input.is_some(), "component loaded");
+            components.push(ComponentInfo {
+                name: name.clone(),
+                component_type: p.component.component_type.clone(),
+                version: p.component.version.clone(),
+            });
+            if let Some(o) = output {
+                outputs.insert(name.clone(), o);
+            }
+            if let Some(i) = input {
+                let status = Arc::new(InputStatus::new(&name, &p.component.component_type));
+                inputs.push((p, i, status));
+            }
+        }
+
+        let readiness = Arc::new(Readiness::default());
+        let state = Arc::new(ApiState {
+            app_id: config.app_id.clone(),
+            outputs: Arc::new(outputs),
+            components,
+            inputs: inputs.iter().map(|(_, _, s)| s.clone()).collect(),
+            app: config.app_port.map(|port| AppInfo {
+                port,
+                protocol: config.app_protocol.as_str(),
+                address: config.app_channel_address.clone(),
+                max_concurrency: config.app_max_concurrency.unwrap_or(0),
+            }),
+            token: config.api_token.clone(),
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+            max_request_bytes: config.max_request_bytes,
+            extended: Default::default(),
+        });
+
+        let hosts = listen_ips(&config.listen_addresses);
+        let http_listeners = bind_all("HTTP", &hosts, config.http_port).await?;
+        let grpc_listeners = bind_all("gRPC", &hosts, config.grpc_port).await?;
+        let http_addrs: Vec<SocketAddr> = http_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let grpc_addrs: Vec<SocketAddr> = grpc_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+
+        let stop_servers = CancellationToken::new();
+        let mut servers = Vec::new();
+        let router = api::http::router(state.clone());
+        for listener in http_listeners {
+            let stop = stop_servers.clone();
+            let listener = listener.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
+            let app = router.clone();
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!("HTTP server failed: {e}");
+                }
+            }));
+        }
+        for listener in grpc_listeners {
+            servers.push(tokio::spawn(serve_grpc(
+                state.clone(),
+                listener,
+                stop_servers.clone(),
+            )));
+        }
+        tracing::info!(http = ?http_addrs, grpc = ?grpc_addrs, "API listening");
+        readiness.outbound.store(true, Ordering::Release);
+
+        let inputs_stop = CancellationToken::new();
+        let app_task = match config.app_port {
+            None => {
+                readiness.app.store(true, Ordering::Release);
+                for (p, _, status) in &inputs {
+                    tracing::info!(binding.name = %p.component.name, "no --app-port: input binding not consumed");
+                    status.set(InputState::NotServed, "no app port configured");
+                }
+                None
+            }
+            Some(port) => {
+                let target = AppTarget {
+                    protocol: config.app_protocol,
+                    address: config.app_channel_address.clone(),
+                    port,
+                    token: config.app_token.clone(),
+                    timeout: config.app_request_timeout,
+                    max_message_bytes: config.max_request_bytes.max(4 << 20),
+                };
+                let span =
+                    tracing::info_span!("app_channel", app.id = %config.app_id, app.port = port);
+                Some(tokio::spawn(
+                    connect_app(AppWiring {
+                        target,
+                        channel_timeout: config.app_channel_timeout,
+                        grace: config.graceful_shutdown,
+                        readiness: readiness.clone(),
+                        outputs: state.outputs.clone(),
+                        concurrency: config
+                            .app_max_concurrency
+                            .filter(|n| *n > 0)
+                            .map(|n| Arc::new(Semaphore::new(n as usize))),
+                        inputs,
+                        stop: inputs_stop.clone(),
+                    })
+                    .instrument(span),
+                ))
+            }
+        };
+        tracing::info!(app.id = %config.app_id, elapsed = ?started.elapsed(), "outrigger initialized. Status: Running");
+
+        let task = tokio::spawn(lifecycle(Lifecycle {
+            state: state.clone(),
+            shutdown,
+            grace: config.graceful_shutdown,
+            inputs_stop,
+            app_task,
+            stop_servers,
+            servers,
+        }));
+        Ok(Sidecar {
+            state,
+            http_addrs,
+            grpc_addrs,
+            task,
+        })
+    }
+
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    pub fn grpc_addrs(&self) -> &[SocketAddr] {
+        &self.grpc_addrs
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_addrs.first().map_or(0, SocketAddr::port)
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_addrs.first().map_or(0, SocketAddr::port)
+    }
+
+    pub fn state(&self) -> &Arc<ApiState> {
+        &self.state
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Waits until the sidecar has fully stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn load_components(config: &SidecarConfig) -> Result<Vec<Planned>, ConfigErrors> {
+    let (components, mut errors) = config::load(&config.resources_paths, &config.app_id);
+    let (planned, plan_errors) = bindings::plan(components);
+    errors.extend(plan_errors);
+    if errors.is_empty() {
+        Ok(planned)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `localhost` → both loopback addresses; anything else must be an IP.
+fn listen_ips(hosts: &[String]) -> Vec<(IpAddr, bool)> {
+    let mut ips = Vec::new();
+    for h in hosts
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        match h {
+            "localhost" => {
+                ips.push((IpAddr::V4(Ipv4Addr::LOCALHOST), true));
+                // Optional: a host without IPv6 still serves on 127.0.0.1.
+                ips.push((IpAddr::V6(Ipv6Addr::LOCALHOST), false));
+            }
+            other => match other
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+            {
+                Ok(ip) => ips.push((ip, true)),
+                Err(_) => tracing::warn!(
+                    "--dapr-listen-addresses: {other:?} is not an IP address or localhost; ignored"
+                ),
+            },
+        }
+    }
+    if ips.is_empty() {
+        ips.push((IpAddr::V4(Ipv4Addr::LOCALHOST), true));
+    }
+    ips
+}
+
+/// Binds every address on one port. With port 0 the first bind picks the port
+/// and the others reuse it, so that all addresses serve on the same port.
+async fn bind_all(
+    api: &'static str,
+    ips: &[(IpAddr, bool)],
+    port: u16,
+) -> Result<Vec<TcpListener>, RuntimeError> {
+    let mut listeners = Vec::new();
+    let mut port = port;
+    for (ip, required) in ips {
+        let addr = SocketAddr::new(*ip, port);
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                if port == 0 {
+                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                listeners.push(l);
+            }
+            Err(e) if !required => tracing::debug!("not listening on {addr}: {e}"),
+            Err(source) => {
+                return Err(RuntimeError::Bind {
+                    api,
+                    addr: addr.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+async fn serve_grpc(state: Arc<ApiState>, listener: TcpListener, stop: CancellationToken) {
+    // Advertise only what this server serves (the descriptors also hold AppCallback).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("dapr.proto.runtime.v1.Dapr")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1 = reflection().build_v1();
+    let reflection_v1alpha = reflection().build_v1alpha();
+    let (Ok(v1), Ok(v1alpha)) = (reflection_v1, reflection_v1alpha) else {
+        tracing::error!("cannot build the gRPC reflection service");
+        return;
+    };
+    let limit = state.max_request_bytes;
+    let dapr = crate::proto::runtime::v1::dapr_server::DaprServer::new(api::grpc::DaprApi {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(usize::MAX);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
+    let served = tonic::transport::Server::builder()
+        .layer(api::grpc::GateLayer { state })
+        .add_service(dapr)
+        .add_service(v1)
+        .add_service(v1alpha)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!("gRPC server failed: {e}");
+    }
+}
+
+struct AppWiring {
+    target: AppTarget,
+    channel_timeout: Duration,
+    grace: Duration,
+    readiness: Arc<Readiness>,
+    outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
+    concurrency: Option<Arc<Semaphore>>,
+    inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)>,
+    stop: CancellationToken,
+}
+
+/// Waits for the app, asks which input bindings it serves, then starts them.
+/// Runs until the input bindings have stopped.
+async fn connect_app(w: AppWiring) {
+    let mut ready = app_channel::wait_for_app(&w.target, w.channel_timeout, &w.stop).await;
+    while !ready && !w.stop.is_cancelled() {
+        tracing::error!(
+            "the app did not listen on {}:{} within {:?} (--app-channel-timeout); still waiting",
+            w.target.address,
+            w.target.port,
+            w.channel_timeout
+        );
+        for (_, _, status) in &w.inputs {
+            status.set(
+                InputState::WaitingForApp,
+                format!("app port {} not reachable", w.target.port),
+            );
+        }
+        ready = app_channel::wait_for_app(&w.target, w.channel_timeout, &w.stop).await;
+    }
+    if !ready {
+        return;
+    }
+    w.readiness.app.store(true, Ordering::Release);
+    let channel = app_channel::connect(&w.target);
+
+    let asked: Vec<Wanted> = w
+        .inputs
+        .iter()
+        .filter(|(p, _, _)| !p.input_is_explicit())
+        .filter_map(|(p, _, _)| {
+            p.input_route().map(|r| Wanted {
+                name: p.component.name.clone(),
+                route: r.to_string(),
+            })
+        })
+        .collect();
+    let mut served = HashMap::new();
+    if !asked.is_empty() {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match channel.subscriptions(&asked).await {
+                Ok(s) => {
+                    served = s;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = w.stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    let mut running = Vec::new();
+    for (p, input, status) in w.inputs {
+        let name = p.component.name.clone();
+        let app_name = if p.input_is_explicit() {
+            Some(name.clone())
+        } else {
+            served.get(&name).cloned()
+        };
+        let Some(app_name) = app_name else {
+            status.set(InputState::NotServed, "the app does not serve this binding");
+            continue;
+        };
+        let sink = Arc::new(AppSink {
+            binding: name.clone(),
+            app_name,
+            route: p.input_route().unwrap_or(&name).to_string(),
+            channel: channel.clone(),
+            outputs: w.outputs.clone(),
+            concurrency: w.concurrency.clone(),
+        });
+        let span = tracing::info_span!("input", binding.name = %name);
+        running.push(tokio::spawn(
+            input
+                .run(sink, status, w.stop.clone(), w.grace)
+                .instrument(span),
+        ));
+    }
+    for r in running {
+        let _ = r.await;
+    }
+}
+
+struct Lifecycle {
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    inputs_stop: CancellationToken,
+    app_task: Option<JoinHandle<()>>,
+    stop_servers: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// Waits for the shutdown signal, then stops in order: inputs (finish in-flight
+/// deliveries, commit), servers (stop accepting, finish in-flight requests),
+/// outputs (flush). All within the grace period.
+async fn lifecycle(l: Lifecycle) {
+    l.shutdown.cancelled().await;
+    let deadline = tokio::time::Instant::now() + l.grace;
+    tracing::info!(grace = ?l.grace, "shutting down gracefully");
+    l.state.readiness.app.store(false, Ordering::Release);
+
+    l.inputs_stop.cancel();
+    if let Some(task) = l.app_task {
+        // Consumers bound their own drain by the grace period; allow a little more to close.
+        if tokio::time::timeout_at(deadline + Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("input bindings did not stop within the grace period");
+        }
+    }
+
+    l.stop_servers.cancel();
+    let drain = futures::future::join_all(l.servers);
+    if tokio::time::timeout_at(
+        deadline.max(tokio::time::Instant::now() + Duration::from_millis(500)),
+        drain,
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("in-flight API requests did not finish within the grace period");
+    }
+
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    futures::future::join_all(l.state.outputs.values().map(|o| o.close(left))).await;
+    tracing::info!("outrigger stopped");
+}
+
+/// Runs a sidecar until SIGINT, SIGTERM or an API shutdown; returns the exit code.
+pub async fn run_until_signal(config: SidecarConfig) -> i32 {
+    let shutdown = CancellationToken::new();
+    let sidecar = match Sidecar::start(config, shutdown.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("outrigger: {e}");
+            return e.exit_code();
+        }
+    };
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+    sidecar.wait().await;
+    0
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+            _ = term => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

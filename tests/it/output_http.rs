@@ -1,10 +1,8 @@
 //! Output bindings through the HTTP shim, against a real broker.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn post_produces_with_key_and_headers() {

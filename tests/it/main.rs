@@ -1,0 +1,19 @@
+//! Integration tests, in one binary so that a change links once. Each module
+//! starts what it needs (broker, sidecars, apps) on loopback and stops it.
+
+mod common;
+
+mod api_errors;
+mod broker_faults;
+mod config_errors;
+mod cron;
+mod grpcurl;
+mod input_faults;
+mod input_grpc;
+mod input_http;
+mod launcher;
+mod output_grpc;
+mod output_http;
+mod quickstart;
+mod sdk_node;
+mod sdk_python;

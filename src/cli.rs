@@ -30,6 +30,15 @@ pub enum Command {
     Sidecar(SidecarArgs),
     /// Run an app with its sidecar, like `dapr run`: `outrigger run [flags] [--] <command ...>`,
     /// or several apps from a run template: `outrigger run -f dapr.yaml`.
+    ///
+    /// As with `dapr run`, the flags below are taken anywhere before a `--`, even after the app
+    /// command (`outrigger run -a myapp node app.js --resources-path ./components`); other
+    /// arguments after the command, and all after `--`, go to the app. Without --dapr-http-port
+    /// and --dapr-grpc-port, free ports are picked (and printed). The app gets DAPR_HTTP_PORT,
+    /// DAPR_GRPC_PORT, APP_ID, APP_PORT, DAPR_API_TOKEN and APP_API_TOKEN; its output lines are
+    /// prefixed `== APP == `. When the app exits, the sidecar stops and `outrigger run` exits
+    /// with the app's code; SIGINT/SIGTERM stop both (the app gets SIGTERM, then SIGKILL after
+    /// --dapr-graceful-shutdown-seconds).
     Run(RunArgs),
 }
 

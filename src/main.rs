@@ -1,10 +1,10 @@
 //! The `outrigger` binary: parse flags, set up logging, run, map to an exit code.
 
-use clap::Parser;
-use outrigger::cli::{Cli, Command};
+use outrigger::cli::Command;
 
 fn main() {
-    let cli = Cli::parse();
+    // Not `Cli::parse()`: `run` takes its flags anywhere before `--`, as `dapr run` does.
+    let cli = outrigger::launcher::args::parse_cli(std::env::args_os());
     let code = match cli.command {
         Command::Sidecar(args) => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);

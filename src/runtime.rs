@@ -149,12 +149,12 @@ impl Sidecar {
             outputs: Arc::new(outputs),
             components,
             inputs: inputs.iter().map(|(_, _, s)| s.clone()).collect(),
-            app: config.app_port.map(|port| AppInfo {
-                port,
+            app: AppInfo {
+                port: config.app_port,
                 protocol: config.app_protocol.as_str(),
                 address: config.app_channel_address.clone(),
                 max_concurrency: config.app_max_concurrency.unwrap_or(0),
-            }),
+            },
             token: config.api_token.clone(),
             readiness: readiness.clone(),
             shutdown: shutdown.clone(),

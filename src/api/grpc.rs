@@ -58,11 +58,11 @@ impl Dapr for DaprApi {
                 capabilities: Vec::new(),
             })
             .collect();
-        let app_connection_properties = s.app.as_ref().map(|a| pb::AppConnectionProperties {
-            port: i32::from(a.port),
-            protocol: a.protocol.to_string(),
-            channel_address: a.address.clone(),
-            max_concurrency: a.max_concurrency as i32,
+        let app_connection_properties = Some(pb::AppConnectionProperties {
+            port: i32::from(s.app.port.unwrap_or(0)),
+            protocol: s.app.protocol.to_string(),
+            channel_address: s.app.address.clone(),
+            max_concurrency: s.app.max_concurrency as i32,
             health: None,
         });
         Ok(Response::new(pb::GetMetadataResponse {
@@ -171,22 +171,42 @@ where
 }
 
 /// tonic reports an oversized request as OUT_OF_RANGE; Dapr clients expect
-/// RESOURCE_EXHAUSTED, as grpc-go sends.
+/// RESOURCE_EXHAUSTED, as grpc-go sends. A unary request that fails to decode
+/// gets a trailers-only response, so the status is in the headers.
 fn resource_exhausted_when_too_large(
     response: http::Response<Body>,
     limit: usize,
 ) -> http::Response<Body> {
-    let out_of_range = response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = response
-        .headers()
-        .get("grpc-message")
-        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("too large"));
-    if out_of_range && too_large {
+    // grpc-message is percent-encoded on the wire; decode it before matching.
+    let too_large = Status::from_header_map(response.headers())
+        .is_some_and(|s| s.code() == tonic::Code::OutOfRange && s.message().contains("too large"));
+    if too_large {
         ApiError::too_large(limit).to_status().into_http()
     } else {
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_message_becomes_resource_exhausted() {
+        // What tonic answers, message percent-encoded as on the wire.
+        let tonic_says: http::Response<Body> = Status::out_of_range(
+            "Error, decoded message length too large: found 2097173 bytes, the limit is: 1048576 bytes",
+        )
+        .into_http();
+        let mapped = resource_exhausted_when_too_large(tonic_says, 1 << 20);
+        let status = Status::from_header_map(mapped.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("1048576 bytes"), "{status:?}");
+
+        // Other OUT_OF_RANGE answers pass through.
+        let other: http::Response<Body> = Status::out_of_range("offset out of range").into_http();
+        let kept = resource_exhausted_when_too_large(other, 1 << 20);
+        let status = Status::from_header_map(kept.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::OutOfRange);
     }
 }

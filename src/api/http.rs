@@ -188,16 +188,16 @@ async fn metadata(State(state): State<Arc<ApiState>>) -> Response {
         "httpEndpoints": [],
         "inputBindings": inputs,
     });
-    if let Some(app) = &state.app {
-        body["appConnectionProperties"] = json!({
-            "port": app.port,
-            "protocol": app.protocol,
-            "channelAddress": app.address,
-            "maxConcurrency": app.max_concurrency,
-        });
-    } else {
-        body["appConnectionProperties"] = json!({});
+    // As daprd: the port only when there is one; protocol and address always.
+    let app = &state.app;
+    let mut connection = json!({ "protocol": app.protocol, "channelAddress": app.address });
+    if let Some(port) = app.port {
+        connection["port"] = json!(port);
     }
+    if app.max_concurrency > 0 {
+        connection["maxConcurrency"] = json!(app.max_concurrency);
+    }
+    body["appConnectionProperties"] = connection;
     axum::Json(body).into_response()
 }
 

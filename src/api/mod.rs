@@ -26,7 +26,8 @@ pub struct ComponentInfo {
 /// The app connection, as metadata lists it.
 #[derive(Debug, Clone)]
 pub struct AppInfo {
-    pub port: u16,
+    /// `None` when the sidecar runs without `--app-port`.
+    pub port: Option<u16>,
     pub protocol: &'static str,
     pub address: String,
     pub max_concurrency: u32,
@@ -52,7 +53,7 @@ pub struct ApiState {
     pub outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
     pub components: Vec<ComponentInfo>,
     pub inputs: Vec<Arc<InputStatus>>,
-    pub app: Option<AppInfo>,
+    pub app: AppInfo,
     pub token: Option<String>,
     pub readiness: Arc<Readiness>,
     pub shutdown: CancellationToken,

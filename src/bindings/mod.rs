@@ -205,6 +205,11 @@ pub fn plan(components: Vec<Component>) -> (Vec<Planned>, Vec<ConfigError>) {
         };
         match parsed {
             Ok(spec) => planned.push(Planned { component, spec }),
+            Err(errs) if component.ignore_errors => {
+                for e in errs {
+                    tracing::warn!(component = %component.name, "{e} (component skipped: ignoreErrors is true)");
+                }
+            }
             Err(errs) => errors.extend(errs),
         }
     }

@@ -35,7 +35,7 @@ pub fn load(paths: &[PathBuf], app_id: &str) -> (Vec<Component>, Vec<ConfigError
             }
         }
     }
-    check_duplicates(&components, &mut errors);
+    check_duplicates(&mut components, &mut errors);
     (components, errors)
 }
 
@@ -134,6 +134,45 @@ impl Document<'_> {
     }
 }
 
+impl Document<'_> {
+    /// The line of a key written at the top level (no indentation), e.g. `metadata:`.
+    fn top_key_line(&self, key: &str) -> Option<usize> {
+        self.text
+            .lines()
+            .position(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
+            .map(|i| self.first_line + i)
+    }
+
+    /// Best effort for a document that is not valid YAML: the plain scalar written as
+    /// `key:` in the indented block under the top-level `parent:` (e.g. metadata → name),
+    /// so that the error can still name the component.
+    fn hint(&self, parent: &str, key: &str) -> Option<String> {
+        let mut lines = self.text.lines();
+        lines.find(|l| l.trim_end() == format!("{parent}:"))?;
+        for line in lines {
+            if !line.starts_with([' ', '\t']) {
+                if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                    continue;
+                }
+                return None;
+            }
+            let Some(rest) = line.trim().strip_prefix(key) else {
+                continue;
+            };
+            let Some(value) = rest.strip_prefix(':') else {
+                continue;
+            };
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            let plain = !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            return plain.then(|| value.to_string());
+        }
+        None
+    }
+}
+
 /// Splits a YAML stream on `---` lines, keeping where each document starts.
 fn split_documents(text: &str) -> Vec<Document<'_>> {
     let mut docs = Vec::new();
@@ -175,10 +214,12 @@ fn load_text(
             Ok(v) => v,
             Err(e) => {
                 let line = e.location().map(|l| doc.first_line + l.line() - 1);
-                errors.push(
+                let mut error =
                     ConfigError::in_file(file, format!("invalid YAML: {}", strip_location(&e)))
-                        .at_line(line),
-                );
+                        .at_line(line);
+                error.component = doc.hint("metadata", "name");
+                error.component_type = doc.hint("spec", "type");
+                errors.push(error);
                 continue;
             }
         };
@@ -255,7 +296,27 @@ fn parse_component(
 ) -> Option<Component> {
     let before = errors.len();
     let start = doc.start_line();
-    let err = |message: String| ConfigError::in_file(file, message).at_line(Some(start));
+    // Name and type come first, so that every later error can carry them.
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(scalar_text)
+        .unwrap_or_default();
+    let spec = map.get("spec").and_then(Value::as_mapping);
+    let component_type = spec
+        .and_then(|s| s.get("type"))
+        .and_then(scalar_text)
+        .unwrap_or_default();
+    let err = |message: String| {
+        let mut e = ConfigError::in_file(file, message).at_line(Some(start));
+        if !name.is_empty() {
+            e.component = Some(name.clone());
+        }
+        if !component_type.is_empty() {
+            e.component_type = Some(component_type.clone());
+        }
+        e
+    };
 
     match map.get("apiVersion").map(scalar_text) {
         Some(Some(v)) if v == API_VERSION => {}
@@ -264,22 +325,18 @@ fn parse_component(
                 "unsupported apiVersion {v:?} (expected {API_VERSION})"
             ))
             .field("apiVersion")
-            .at_line(doc.key_line("apiVersion", None)),
+            .at_line(doc.top_key_line("apiVersion").or(Some(start))),
         ),
         _ => errors.push(
             err(format!("`apiVersion` is missing (expected {API_VERSION})")).field("apiVersion"),
         ),
     }
 
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(scalar_text)
-        .unwrap_or_default();
     if name.is_empty() {
         errors.push(
             err("`metadata.name` is missing: every component needs a name".into())
-                .field("metadata.name"),
+                .field("metadata.name")
+                .at_line(doc.top_key_line("metadata").or(Some(start))),
         );
     } else if let Some(bad) = name
         .chars()
@@ -289,34 +346,26 @@ fn parse_component(
             err(format!(
                 "component name {name:?} contains {bad:?}; names are used in URLs"
             ))
-            .field("metadata.name"),
+            .field("metadata.name")
+            .at_line(doc.key_line("name", Some("metadata:")).or(Some(start))),
         );
     }
-    let named = |mut e: ConfigError| {
-        if !name.is_empty() {
-            e.component = Some(name.clone());
-        }
-        e
-    };
 
-    let Some(spec) = map.get("spec").and_then(Value::as_mapping) else {
-        errors.push(named(
-            err("`spec` is missing or not a mapping".into()).field("spec"),
-        ));
+    let Some(spec) = spec else {
+        errors.push(
+            err("`spec` is missing or not a mapping".into())
+                .field("spec")
+                .at_line(doc.top_key_line("spec").or(Some(start))),
+        );
         return None;
     };
-    let component_type = spec.get("type").and_then(scalar_text).unwrap_or_default();
-    let typed = |e: ConfigError| {
-        let mut e = named(e);
-        if !component_type.is_empty() {
-            e.component_type = Some(component_type.clone());
-        }
-        e
-    };
+    let spec_line = doc.top_key_line("spec").or(Some(start));
     if component_type.is_empty() {
-        errors.push(typed(
-            err("`spec.type` is missing (e.g. bindings.kafka)".into()).field("spec.type"),
-        ));
+        errors.push(
+            err("`spec.type` is missing (e.g. bindings.kafka)".into())
+                .field("spec.type")
+                .at_line(doc.key_line("type", Some("spec:")).or(spec_line)),
+        );
     }
     let version = match spec.get("version").and_then(scalar_text) {
         Some(v) if !v.is_empty() => v,
@@ -332,9 +381,9 @@ fn parse_component(
             Some(b) => b,
             None => {
                 errors.push(
-                    typed(err(format!("expected true or false, got {v:?}")))
+                    err(format!("expected true or false, got {v:?}"))
                         .field("spec.ignoreErrors")
-                        .at_line(doc.key_line("ignoreErrors", Some("spec:"))),
+                        .at_line(doc.key_line("ignoreErrors", Some("spec:")).or(Some(start))),
                 );
                 false
             }
@@ -347,9 +396,9 @@ fn parse_component(
             Ok(d) => d,
             Err(e) => {
                 errors.push(
-                    typed(err(e))
+                    err(e)
                         .field("spec.initTimeout")
-                        .at_line(doc.key_line("initTimeout", Some("spec:"))),
+                        .at_line(doc.key_line("initTimeout", Some("spec:")).or(Some(start))),
                 );
                 DEFAULT_INIT_TIMEOUT
             }
@@ -363,9 +412,9 @@ fn parse_component(
             for (i, entry) in seq.iter().enumerate() {
                 let Some(entry) = entry.as_mapping() else {
                     errors.push(
-                        typed(err(format!(
+                        err(format!(
                             "spec.metadata[{i}] must be a mapping with `name` and `value`"
-                        )))
+                        ))
                         .field(format!("spec.metadata[{i}]")),
                     );
                     continue;
@@ -373,7 +422,7 @@ fn parse_component(
                 let item_name = entry.get("name").and_then(scalar_text).unwrap_or_default();
                 if item_name.is_empty() {
                     errors.push(
-                        typed(err(format!("spec.metadata[{i}] has no `name`")))
+                        err(format!("spec.metadata[{i}] has no `name`"))
                             .field(format!("spec.metadata[{i}]")),
                     );
                     continue;
@@ -383,13 +432,13 @@ fn parse_component(
                     scalar_text(v).unwrap_or_default()
                 } else if entry.get("secretKeyRef").is_some() {
                     errors.push(
-                        typed(err(
+                        err(
                             "`secretKeyRef` is not supported: outrigger has no secret stores; \
                              write the value in `value` or read it from the environment with `envRef: VAR`"
                                 .into(),
-                        ))
+                        )
                         .field(&item_name)
-                        .at_line(line),
+                        .at_line(line.or(Some(start))),
                     );
                     continue;
                 } else if let Some(var) = entry.get("envRef").and_then(scalar_text) {
@@ -397,9 +446,9 @@ fn parse_component(
                         Ok(v) => v,
                         Err(_) => {
                             errors.push(
-                                typed(err(format!("`envRef` names the environment variable {var:?}, which is not set")))
+                                err(format!("`envRef` names the environment variable {var:?}, which is not set"))
                                     .field(&item_name)
-                                    .at_line(line),
+                                    .at_line(line.or(Some(start))),
                             );
                             continue;
                         }
@@ -415,11 +464,9 @@ fn parse_component(
             }
         }
         Some(_) => errors.push(
-            typed(err(
-                "`spec.metadata` must be a list of {name, value} items".into()
-            ))
-            .field("spec.metadata")
-            .at_line(doc.key_line("metadata", Some("spec:"))),
+            err("`spec.metadata` must be a list of {name, value} items".into())
+                .field("spec.metadata")
+                .at_line(doc.key_line("metadata", Some("spec:")).or(Some(start))),
         ),
     }
 
@@ -428,9 +475,9 @@ fn parse_component(
         Some(Value::Sequence(seq)) => seq.iter().filter_map(scalar_text).collect(),
         Some(_) => {
             errors.push(
-                typed(err("`scopes` must be a list of app ids".into()))
+                err("`scopes` must be a list of app ids".into())
                     .field("scopes")
-                    .at_line(doc.key_line("scopes", None)),
+                    .at_line(doc.key_line("scopes", None).or(Some(start))),
             );
             Vec::new()
         }
@@ -449,6 +496,13 @@ fn parse_component(
         scopes,
         file: file.to_path_buf(),
         line: Some(start),
+        key_lines: [
+            ("spec.type", doc.key_line("type", Some("spec:"))),
+            ("spec.version", doc.key_line("version", Some("spec:"))),
+        ]
+        .into_iter()
+        .filter_map(|(k, l)| Some((k, l?)))
+        .collect(),
     })
 }
 
@@ -461,10 +515,11 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn check_duplicates(components: &[Component], errors: &mut Vec<ConfigError>) {
-    let mut seen: HashMap<&str, &Component> = HashMap::new();
-    for c in components {
-        if let Some(first) = seen.get(c.name.as_str()) {
+/// Reports a name defined twice and keeps only its first definition.
+fn check_duplicates(components: &mut Vec<Component>, errors: &mut Vec<ConfigError>) {
+    let mut first_of: HashMap<String, (PathBuf, Option<usize>)> = HashMap::new();
+    components.retain(|c| match first_of.get(&c.name) {
+        Some((file, line)) => {
             errors.push(ConfigError {
                 file: c.file.clone(),
                 line: c.line,
@@ -473,14 +528,17 @@ fn check_duplicates(components: &[Component], errors: &mut Vec<ConfigError>) {
                 field: Some("metadata.name".into()),
                 message: format!(
                     "duplicate component name: already defined in {}{}",
-                    first.file.display(),
-                    first.line.map(|l| format!(":{l}")).unwrap_or_default()
+                    file.display(),
+                    line.map(|l| format!(":{l}")).unwrap_or_default()
                 ),
             });
-        } else {
-            seen.insert(&c.name, c);
+            false
         }
-    }
+        None => {
+            first_of.insert(c.name.clone(), (c.file.clone(), c.line));
+            true
+        }
+    });
 }
 
 #[cfg(test)]
@@ -506,5 +564,32 @@ mod tests {
         };
         assert_eq!(doc.metadata_item_line("brokers"), Some(17));
         assert_eq!(doc.key_line("type", Some("spec:")), Some(15));
+        assert_eq!(doc.top_key_line("metadata"), Some(12));
+        assert_eq!(
+            doc.top_key_line("name"),
+            None,
+            "indented keys are not top level"
+        );
+    }
+
+    #[test]
+    fn hints_name_and_type_of_a_document_that_is_not_yaml() {
+        let text = "metadata:\n  # a comment\n  name: \"orders\"\nspec:\n  type: bindings.kafka\n  metadata: [oops\n";
+        let doc = Document {
+            text,
+            first_line: 1,
+        };
+        assert_eq!(doc.hint("metadata", "name").as_deref(), Some("orders"));
+        assert_eq!(doc.hint("spec", "type").as_deref(), Some("bindings.kafka"));
+        assert_eq!(
+            doc.hint("spec", "version"),
+            None,
+            "stops at the end of the block"
+        );
+        let odd = Document {
+            text: "metadata:\n  name: a: b\n",
+            first_line: 1,
+        };
+        assert_eq!(odd.hint("metadata", "name"), None, "only plain names");
     }
 }

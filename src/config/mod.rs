@@ -5,6 +5,7 @@ mod duration;
 mod error;
 mod loader;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,16 +25,26 @@ pub struct Component {
     pub init_timeout: Duration,
     pub scopes: Vec<String>,
     pub file: PathBuf,
+    /// Where the component's document starts.
     pub line: Option<usize>,
+    /// Lines of keys outside `spec.metadata` (`spec.type`, `spec.version`), so that an
+    /// error about them points at the key rather than at the document.
+    pub key_lines: HashMap<&'static str, usize>,
 }
 
 impl Component {
-    /// An error about this component, naming its file, name and type.
+    /// An error about this component, naming its file, name and type, and the line of
+    /// `field` where it is written (else the line the component starts on).
     pub fn error(&self, field: Option<&str>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             line: field
-                .and_then(|f| self.metadata.get_item(f).and_then(|i| i.line))
+                .and_then(|f| {
+                    self.metadata
+                        .get_item(f)
+                        .and_then(|i| i.line)
+                        .or_else(|| self.key_lines.get(f).copied())
+                })
                 .or(self.line),
             component: Some(self.name.clone()),
             component_type: Some(self.component_type.clone()),

@@ -1,1 +1,190 @@
-//! (to be written)
+//! Kafka input bindings delivered to an HTTP app: the POST carries the raw
+//! message with its Kafka metadata as headers, `route` picks the path, the
+//! OPTIONS probe decides whether a binding is consumed, `direction: input`
+//! skips the probe, and the app token is sent.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::input_apps::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_carries_raw_body_and_kafka_metadata() {
+    let broker = Broker::start();
+    let topic = unique("orders");
+    broker.create_topic(&topic, 1);
+    let app = HttpApp::start().await;
+    // One component both ways: produce through the sidecar's output API, read it back as input.
+    let component = input_component(
+        "orders",
+        &broker.addr(),
+        &topic,
+        &unique("group"),
+        &[("publishTopic", &topic)],
+    );
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
+        .body(r#"{"data": {"orderId": 1}, "operation": "create", "metadata": {"key": "k1", "trace": "abc"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
+    // Bytes that are not JSON reach the app untouched.
+    produce(
+        &broker.addr(),
+        &topic,
+        [Msg::new(&b"raw \x00\xff bytes"[..])
+            .key("k2")
+            .header("x-first", "one")
+            .header("x-second", "two")],
+    )
+    .await;
+
+    wait_cond("two deliveries", DEADLINE, || app.accepted_count() >= 2).await;
+    let got = app.accepted();
+    assert_eq!(got.len(), 2, "{got:#?}");
+
+    let first = &got[0];
+    assert_eq!(first.path, "orders");
+    assert_eq!(&first.body[..], br#"{"orderId":1}"#);
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    assert_eq!(first.header("topic"), Some(topic.as_str()));
+    assert_eq!(first.header("key"), Some("k1"));
+    assert_eq!(first.header("partition"), Some("0"));
+    assert_eq!(first.header("offset"), Some("0"));
+    assert_eq!(first.header("trace"), Some("abc"));
+    assert_eq!(first.header("dapr-api-token"), None, "no app token set");
+
+    let second = &got[1];
+    assert_eq!(&second.body[..], b"raw \x00\xff bytes");
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(second.header("key"), Some("k2"));
+    assert_eq!(second.header("offset"), Some("1"));
+    assert_eq!(second.header("x-first"), Some("one"));
+    assert_eq!(second.header("x-second"), Some("two"));
+
+    let status = input_status(&sidecar.http(), "orders").await;
+    assert_eq!(status["state"], "subscribed", "{status}");
+    assert_eq!(status["delivered"], 2, "{status}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_metadata_changes_the_path() {
+    let broker = Broker::start();
+    let topic = unique("routed");
+    broker.create_topic(&topic, 1);
+    let app = HttpApp::start().await;
+    let component = input_component(
+        "routed",
+        &broker.addr(),
+        &topic,
+        &unique("group"),
+        &[("route", "/custom/orders")],
+    );
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
+    produce(&broker.addr(), &topic, [Msg::new("hello")]).await;
+
+    wait_cond("a delivery", DEADLINE, || app.accepted_count() >= 1).await;
+    let got = app.accepted();
+    assert_eq!(got[0].path, "custom/orders");
+    assert_eq!(got[0].text(), "hello");
+    assert_eq!(
+        app.calls_to("OPTIONS", "custom/orders").len(),
+        1,
+        "the probe asks the route, once: {:#?}",
+        app.calls()
+    );
+    assert!(
+        app.calls().iter().all(|c| c.path != "routed"),
+        "nothing goes to the binding name when a route is set: {:#?}",
+        app.calls()
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn options_probe_decides_what_is_consumed() {
+    let broker = Broker::start();
+    let (t404, t405, texplicit) = (unique("t404"), unique("t405"), unique("texplicit"));
+    for t in [&t404, &t405, &texplicit] {
+        broker.create_topic(t, 1);
+    }
+    let app = HttpApp::builder()
+        .options("unserved", 404)
+        .options("post-only", 405)
+        .options("explicit", 404)
+        .start()
+        .await;
+    let group = unique("group");
+    let components = [
+        input_component("unserved", &broker.addr(), &t404, &group, &[]),
+        input_component("post-only", &broker.addr(), &t405, &group, &[]),
+        // `direction: input` consumes without asking, even though OPTIONS would say 404.
+        input_component(
+            "explicit",
+            &broker.addr(),
+            &texplicit,
+            &group,
+            &[("direction", "input")],
+        ),
+    ];
+    for t in [&t404, &t405, &texplicit] {
+        produce(&broker.addr(), t, [Msg::new(format!("to {t}"))]).await;
+    }
+    let sidecar = start_sidecar(&components, |c| c.app_port = Some(app.port)).await;
+
+    wait_input_state(&sidecar.http(), "unserved", "not served by app", DEADLINE).await;
+    wait_cond("deliveries to post-only and explicit", DEADLINE, || {
+        !app.accepted_to("post-only").is_empty() && !app.accepted_to("explicit").is_empty()
+    })
+    .await;
+    assert_eq!(app.accepted_to("post-only")[0].text(), format!("to {t405}"));
+    assert_eq!(
+        app.accepted_to("explicit")[0].text(),
+        format!("to {texplicit}")
+    );
+    assert!(
+        app.deliveries("unserved").is_empty(),
+        "a binding the app does not serve is not consumed"
+    );
+    assert_eq!(app.calls_to("OPTIONS", "unserved").len(), 1);
+    assert_eq!(app.calls_to("OPTIONS", "post-only").len(), 1);
+    assert!(
+        app.calls_to("OPTIONS", "explicit").is_empty(),
+        "direction: input skips the probe"
+    );
+    for name in ["post-only", "explicit"] {
+        let s = input_status(&sidecar.http(), name).await;
+        assert_eq!(s["state"], "subscribed", "{name}: {s}");
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_token_is_sent_to_the_app() {
+    let broker = Broker::start();
+    let topic = unique("secured");
+    broker.create_topic(&topic, 1);
+    let app = HttpApp::start().await;
+    let component = input_component("secured", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| {
+        c.app_port = Some(app.port);
+        c.app_token = Some("app-secret".into());
+    })
+    .await;
+    produce(&broker.addr(), &topic, [Msg::new("{}")]).await;
+
+    wait_cond("a delivery", DEADLINE, || app.accepted_count() >= 1).await;
+    assert_eq!(
+        app.accepted()[0].header("dapr-api-token"),
+        Some("app-secret")
+    );
+    let probe = app.calls_to("OPTIONS", "secured");
+    assert_eq!(probe[0].header("dapr-api-token"), Some("app-secret"));
+    sidecar.stop().await;
+}

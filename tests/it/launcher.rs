@@ -1,1 +1,560 @@
-//! (to be written)
+//! `outrigger run` as a user runs it: the built binary, real apps (the
+//! quickstart's node and python apps, small scripts), a real broker where one
+//! is needed. Checks the `dapr run` argument shape, the app's environment,
+//! exit codes, signals (no orphans, ports freed) and the multi-app template.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use outrigger::proto::runtime::v1 as pb;
+use outrigger::proto::runtime::v1::dapr_client::DaprClient;
+
+use crate::common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A running `outrigger run`, its stdout and stderr collected line by line.
+struct Launcher {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Launcher {
+    fn start(args: &[OsString], dir: &Path, env: &[(&str, String)]) -> Launcher {
+        let mut cmd = Command::new(outrigger_bin());
+        cmd.arg("run")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start outrigger run");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), lines.clone()),
+            collect(child.stderr.take().unwrap(), lines.clone()),
+        ];
+        Launcher {
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn output(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Waits for a line that starts with `prefix`; returns the rest of it.
+    fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
+        wait_for(&format!("a line starting {prefix:?}"), timeout, || {
+            self.lines()
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
+        })
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.lines().iter().filter(|l| *l == line).count()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "signal {sig} to outrigger run");
+    }
+
+    /// Waits for `outrigger run` to exit and for its output to be read to the end.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let status = wait_for("outrigger run to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        });
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        status
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // A failed test must not leave apps behind: SIGTERM lets the launcher stop them.
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while self.child.try_wait().ok().flatten().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("{line}");
+            }
+            lines.lock().unwrap().push(line);
+        }
+    })
+}
+
+fn args(items: &[&str]) -> Vec<OsString> {
+    items.iter().map(OsString::from).collect()
+}
+
+/// True while the process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Live processes whose working directory is under `dir` (apps we started there).
+fn processes_in(dir: &Path) -> Vec<(i32, String)> {
+    let dir = dir.canonicalize().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(&dir) && alive(pid) {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// PATH with the test venv first, so that `python3` has `requests`.
+fn venv_path() -> String {
+    let venv = python().parent().unwrap().to_path_buf();
+    format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A copy of examples/bindings: the shipped template and apps, the component
+/// pointed at the test broker with a fresh topic and group. The component also
+/// reads the topic from the oldest offset: the producer starts at the same time
+/// as the consumer, whose first group join takes seconds.
+fn quickstart_copy(broker: &Broker, topic: &str, app_port: u16) -> tempfile::TempDir {
+    let src = repo_root().join("examples/bindings");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+
+    let component = std::fs::read_to_string(src.join("components/kafka_bindings.yaml")).unwrap();
+    let component = component
+        .replace("localhost:9092", &broker.addr())
+        .replace("value: sample", &format!("value: {topic}"))
+        .replace("value: group1", &format!("value: {}", unique("group")))
+        + "  - name: initialOffset\n    value: oldest\n";
+    assert!(component.contains(&broker.addr()) && component.contains(topic));
+    write(&root.join("components/kafka_bindings.yaml"), &component);
+
+    for file in ["nodeapp/app.js", "nodeapp/package.json", "pythonapp/app.py"] {
+        std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(file), root.join(file)).unwrap();
+    }
+    let modules = src.join("nodeapp/node_modules");
+    assert!(
+        modules.join("express").is_dir(),
+        "run scripts/test-deps.sh (npm install in examples/bindings/nodeapp)"
+    );
+    std::os::unix::fs::symlink(&modules, root.join("nodeapp/node_modules")).unwrap();
+
+    // The shipped template, with a free app port and a short, bounded producer.
+    let text = std::fs::read_to_string(src.join("dapr.yaml")).unwrap();
+    let mut template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let apps = template["apps"].as_sequence_mut().unwrap();
+    let node = apps
+        .iter_mut()
+        .find(|a| a["appID"] == "bindings-nodeapp")
+        .expect("nodeapp in dapr.yaml");
+    assert_eq!(node["appPort"].as_u64(), Some(3000));
+    node["appPort"] = app_port.into();
+    let py = apps
+        .iter_mut()
+        .find(|a| a["appID"] == "bindings-pythonapp")
+        .expect("pythonapp in dapr.yaml");
+    let env: serde_yaml::Mapping =
+        serde_yaml::from_str("{ORDER_INTERVAL: '0.05', ORDER_COUNT: '20'}").unwrap();
+    py["env"] = env.into();
+    write(
+        &root.join("dapr.yaml"),
+        &serde_yaml::to_string(&template).unwrap(),
+    );
+    tmp
+}
+
+#[test]
+fn quickstart_through_the_run_template() {
+    let broker = Broker::start();
+    let topic = unique("sample");
+    broker.create_topic(&topic, 1);
+    let app_port = free_port();
+    let dir = quickstart_copy(&broker, &topic, app_port);
+
+    let mut run = Launcher::start(
+        &[OsString::from("-f"), dir.path().into()],
+        dir.path(),
+        &[("PATH", venv_path())],
+    );
+    let node = "== APP - bindings-nodeapp == ";
+    let py = "== APP - bindings-pythonapp == ";
+    wait_for("order 20 at the consumer", LONG, || {
+        (run.count(&format!("{node}{{ orderId: 20 }}")) > 0).then_some(())
+    });
+    wait_for("the producer to finish", LONG, || {
+        let lines = run.lines();
+        lines
+            .iter()
+            .any(|l| l == "Exited app bindings-pythonapp successfully")
+            .then_some(())
+    });
+
+    let lines = run.lines();
+    let orders: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(node))
+        .filter(|l| l.starts_with("{ orderId:"))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = (1..=20).map(|n| format!("{{ orderId: {n} }}")).collect();
+    assert_eq!(orders, expected, "{}", run.output());
+    assert_eq!(run.count(&format!("{node}Hello from Kafka!")), 20);
+    assert_eq!(
+        run.count(&format!("{py}<Response [204]>")),
+        20,
+        "{}",
+        run.output()
+    );
+    // Each sidecar's lines are tagged with its app id.
+    for id in ["bindings-nodeapp", "bindings-pythonapp"] {
+        let tag = format!("== DAPR - {id} == ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{tag}Starting Dapr with id {id}."))),
+            "{}",
+            run.output()
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&tag) && l.contains("outrigger initialized"))
+        );
+    }
+    assert!(!processes_in(dir.path()).is_empty(), "the node app runs on");
+
+    run.signal(libc::SIGINT);
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "{}", run.output());
+    assert!(run.count("== DAPR - bindings-nodeapp == Exited Dapr successfully") == 1);
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(port_free(app_port));
+}
+
+const PRINT_ENV: &str = r#"
+import json, os, sys, time
+keys = ["DAPR_HTTP_PORT", "DAPR_GRPC_PORT", "APP_ID", "APP_PORT", "DAPR_API_TOKEN"]
+print("ENV " + json.dumps({"env": {k: os.environ.get(k) for k in keys}, "argv": sys.argv[1:]}))
+while not os.path.exists(os.environ["STOP_FILE"]):
+    time.sleep(0.05)
+print("bye")
+"#;
+
+#[test]
+fn tutorial_command_shape_and_app_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("script.py"), PRINT_ENV);
+    let components = dir.path().join("components");
+    write(
+        &components.join("tick.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: tick\nspec:\n  type: bindings.cron\n  version: v1\n  metadata:\n  - name: schedule\n    value: \"@every 1h\"\n",
+    );
+    let stop = dir.path().join("stop");
+    let app_port = free_port();
+    let app_id = unique("tutorial");
+    // As the tutorial writes it: launcher flags after the app command, and the
+    // app's own arguments mixed in; after `--` everything is the app's.
+    let mut argv = args(&["--app-id", &app_id, "python3", "script.py", "--verbose"]);
+    argv.extend([
+        "--components-path".into(),
+        components.clone().into_os_string(),
+    ]);
+    argv.extend(args(&[
+        "--app-port",
+        &app_port.to_string(),
+        "--",
+        "--app-id",
+        "not-the-launchers",
+        "-p",
+        "1",
+    ]));
+    let mut run = Launcher::start(
+        &argv,
+        dir.path(),
+        &[
+            ("STOP_FILE", stop.display().to_string()),
+            ("DAPR_API_TOKEN", "token-for-the-app".into()),
+        ],
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(&run.wait_line("== APP == ENV ", LONG)).unwrap();
+    let env = &seen["env"];
+    assert_eq!(env["APP_ID"], app_id.as_str());
+    assert_eq!(env["APP_PORT"], app_port.to_string());
+    assert_eq!(env["DAPR_API_TOKEN"], "token-for-the-app");
+    assert_eq!(
+        seen["argv"],
+        serde_json::json!(["--verbose", "--app-id", "not-the-launchers", "-p", "1"])
+    );
+    let http: u16 = env["DAPR_HTTP_PORT"].as_str().unwrap().parse().unwrap();
+    let grpc: u16 = env["DAPR_GRPC_PORT"].as_str().unwrap().parse().unwrap();
+    assert!(http != 0 && grpc != 0 && http != grpc);
+    let banner = format!("Starting Dapr with id {app_id}. HTTP Port: {http}. gRPC Port: {grpc}");
+    assert_eq!(run.count(&banner), 1, "{}", run.output());
+
+    // The sidecar answers on those ports, with the component from --components-path.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let md: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{http}/v1.0/metadata"))
+            .header("dapr-api-token", "token-for-the-app")
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(md["id"], app_id.as_str());
+        assert_eq!(md["components"][0]["name"], "tick", "{md}");
+        assert_eq!(md["appConnectionProperties"]["port"], app_port);
+
+        let mut client = DaprClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(pb::GetMetadataRequest {});
+        request
+            .metadata_mut()
+            .insert("dapr-api-token", "token-for-the-app".parse().unwrap());
+        let md = client.get_metadata(request).await.unwrap().into_inner();
+        assert_eq!(md.id, app_id);
+    });
+
+    // The app ends on its own: so does the run, with its code.
+    write(&stop, "");
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "{}", run.output());
+    assert_eq!(run.count("== APP == bye"), 1);
+    assert_eq!(run.count("Exited App successfully"), 1);
+    assert_eq!(run.count("Exited Dapr successfully"), 1);
+    assert!(port_free(http) && port_free(grpc));
+}
+
+#[test]
+fn exit_code_is_the_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Launcher::start(
+        &args(&[
+            "--app-id",
+            "exits",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]),
+        dir.path(),
+        &[],
+    );
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(3), "{}", run.output());
+    assert_eq!(run.count("== APP == out"), 1, "{}", run.output());
+    assert_eq!(run.count("== APP == err"), 1);
+    assert_eq!(run.count("The App process exited with error code: 3"), 1);
+    assert_eq!(run.count("Exited Dapr successfully"), 1);
+
+    // Killed by a signal: non-zero (128 + the signal, as shells report it).
+    let mut run = Launcher::start(
+        &args(&["--app-id", "crashes", "sh", "-c", "kill -KILL $$"]),
+        dir.path(),
+        &[],
+    );
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL), "{}", run.output());
+
+    // A command that does not exist: 127, and the sidecar is stopped.
+    let mut run = Launcher::start(
+        &args(&["--app-id", "missing", "no-such-command-for-outrigger"]),
+        dir.path(),
+        &[],
+    );
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(127), "{}", run.output());
+    assert!(run.output().contains("no-such-command-for-outrigger"));
+}
+
+/// An app that serves its port, leaves a grandchild that ignores SIGTERM, and
+/// records the SIGTERM it gets.
+const TRAPS_TERM: &str = r#"
+import os, signal, socket, subprocess, sys
+marker = sys.argv[1]
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(os.environ["APP_PORT"])))
+server.listen()
+grandchild = subprocess.Popen([sys.executable, "-c",
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('GRANDCHILD IGNORES SIGTERM', flush=True)\nwhile True: time.sleep(1)"])
+def on_term(sig, frame):
+    with open(marker, "w") as f:
+        f.write("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print(f"READY {os.getpid()} {grandchild.pid}", flush=True)
+while True:
+    signal.pause()
+"#;
+
+#[test]
+fn sigterm_stops_the_app_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("app.py"), TRAPS_TERM);
+    let marker = dir.path().join("got-term");
+    let (http, grpc, app_port) = (free_port(), free_port(), free_port());
+    let mut run = Launcher::start(
+        &[
+            "--app-id".into(),
+            "traps".into(),
+            "--app-port".into(),
+            app_port.to_string().into(),
+            "--dapr-http-port".into(),
+            http.to_string().into(),
+            "-G".into(),
+            grpc.to_string().into(),
+            "--dapr-graceful-shutdown-seconds".into(),
+            "2".into(),
+            "python3".into(),
+            "app.py".into(),
+            marker.clone().into_os_string(),
+        ],
+        dir.path(),
+        &[],
+    );
+    let ready = run.wait_line("== APP == READY ", LONG);
+    run.wait_line("== APP == GRANDCHILD IGNORES SIGTERM", LONG);
+    let pids: Vec<i32> = ready
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (app, grandchild) = (pids[0], pids[1]);
+    assert!(alive(app) && alive(grandchild));
+    assert!(!port_free(http) && !port_free(grpc) && !port_free(app_port));
+
+    run.signal(libc::SIGTERM);
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "{}", run.output());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "SIGTERM");
+    assert!(!alive(app), "the app {app} is still running");
+    assert!(
+        !alive(grandchild),
+        "the grandchild {grandchild} is still running"
+    );
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(port_free(http) && port_free(grpc) && port_free(app_port));
+    assert_eq!(run.count("Exited Dapr successfully"), 1, "{}", run.output());
+}
+
+#[test]
+fn multi_app_exit_code_is_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("ok")).unwrap();
+    std::fs::create_dir_all(root.join("fails")).unwrap();
+    write(
+        &root.join("apps.yaml"),
+        r#"version: 1
+common:
+  env:
+    GREETING: hello
+apps:
+  - appID: ok
+    appDirPath: ./ok
+    command: ["sh", "-c", 'echo $GREETING from $APP_ID in $(basename "$(/bin/pwd)")']
+  - appID: fails
+    appDirPath: ./fails
+    env:
+      GREETING: bye
+    command: ["sh", "-c", "echo $GREETING from $APP_ID; exit 5"]
+"#,
+    );
+    let mut run = Launcher::start(&args(&["-f", "apps.yaml"]), &root, &[]);
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(5), "{}", run.output());
+    assert_eq!(
+        run.count("== APP - ok == hello from ok in ok"),
+        1,
+        "{}",
+        run.output()
+    );
+    assert_eq!(run.count("== APP - fails == bye from fails"), 1);
+    assert_eq!(run.count("App fails exited with code 5"), 1);
+
+    // A template with a mistake is reported, and nothing starts.
+    write(
+        &root.join("bad.yaml"),
+        "version: 1\napps:\n  - appID: x\n    appDirPath: ./nope\n    command: [sh]\n",
+    );
+    let mut run = Launcher::start(&args(&["-f", "bad.yaml"]), &root, &[]);
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), Some(64), "{}", run.output());
+    assert!(run.output().contains("not a folder"), "{}", run.output());
+}

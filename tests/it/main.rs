@@ -2,12 +2,14 @@
 //! starts what it needs (broker, sidecars, apps) on loopback and stops it.
 
 mod common;
+mod sdk_procs;
 
 mod api_errors;
 mod broker_faults;
 mod config_errors;
 mod cron;
 mod grpcurl;
+mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;

@@ -1,1 +1,328 @@
-//! (to be written)
+//! Output bindings and the other served rpcs through the gRPC API, with the
+//! generated tonic client, a raw tonic client for rpcs we do not serve, and a
+//! bare HTTP/2 client for the `application/grpc+proto` content type.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use tonic::Code;
+
+use outrigger::proto::runtime::v1 as pb;
+use outrigger::proto::runtime::v1::dapr_client::DaprClient;
+
+use crate::common::*;
+
+async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
+    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
+async fn orders_setup() -> (Broker, String, TestSidecar) {
+    let broker = Broker::start();
+    let topic = unique("grpc-orders");
+    broker.create_topic(&topic, 1);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[("publishTopic", &topic)],
+        )],
+        |c| c.app_id = "grpc-app".into(),
+    )
+    .await;
+    (broker, topic, sidecar)
+}
+
+fn invoke(name: &str, data: &[u8], metadata: &[(&str, &str)]) -> pb::InvokeBindingRequest {
+    pb::InvokeBindingRequest {
+        name: name.into(),
+        data: Bytes::copy_from_slice(data),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        operation: "create".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invoke_binding_round_trip() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+
+    let first = client
+        .invoke_binding(invoke(
+            "orders",
+            br#"{"orderId":1}"#,
+            &[("key", "k1"), ("trace", "abc")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.data.is_empty());
+    assert_eq!(first.metadata["topic"], topic);
+    assert_eq!(first.metadata["partition"], "0");
+    assert_eq!(first.metadata["offset"], "0");
+
+    // gRPC data is raw bytes: not JSON, not even UTF-8, passed through as is.
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    let second = client
+        .invoke_binding(invoke("orders", &binary, &[("partitionKey", "pk")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.metadata["offset"], "1");
+    let empty = client
+        .invoke_binding(invoke("orders", b"", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(empty.metadata["offset"], "2");
+
+    let r = read_back(broker.addr(), topic, 3).await;
+    assert_eq!(r[0].text(), r#"{"orderId":1}"#);
+    assert_eq!(r[0].key_text().as_deref(), Some("k1"));
+    assert_eq!(r[0].header("trace").as_deref(), Some("abc"));
+    assert!(!r[0].headers.contains_key("key"));
+    assert_eq!(r[1].payload, binary);
+    assert_eq!(r[1].key_text().as_deref(), Some("pk"));
+    assert!(r[1].headers.is_empty(), "{:?}", r[1].headers);
+    assert!(r[2].payload.is_empty());
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_and_set_metadata() {
+    let (_broker, _topic, sidecar) = orders_setup().await;
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    let md = client
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(md.id, "grpc-app");
+    assert_eq!(md.runtime_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(md.registered_components.len(), 1, "{md:?}");
+    let c = &md.registered_components[0];
+    assert_eq!(
+        (c.name.as_str(), c.r#type.as_str(), c.version.as_str()),
+        ("orders", "bindings.kafka", "v1")
+    );
+    assert!(!md.extended_metadata.contains_key("team"));
+
+    client
+        .set_metadata(pb::SetMetadataRequest {
+            key: "team".into(),
+            value: "bindings".into(),
+        })
+        .await
+        .unwrap();
+    let md = client
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        md.extended_metadata.get("team").map(String::as_str),
+        Some("bindings")
+    );
+
+    // Both APIs share one store: the HTTP shim sees the gRPC write.
+    let http: serde_json::Value = reqwest::get(format!("{}/v1.0/metadata", sidecar.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(http["extended"]["team"], "bindings", "{http}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_rpc_stops_the_sidecar() {
+    let (_broker, _topic, mut sidecar) = orders_setup().await;
+    let grpc_port = sidecar.grpc_port();
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    client.shutdown(pb::ShutdownRequest {}).await.unwrap();
+    let running = sidecar.sidecar.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.wait())
+        .await
+        .expect("the sidecar stops after the Shutdown rpc");
+    assert!(
+        !port_open(grpc_port),
+        "the gRPC port is closed after shutdown"
+    );
+}
+
+/// Calls `path` with an empty message through a plain tonic client.
+async fn call_raw(endpoint: &str, path: &'static str) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec =
+        tonic_prost::ProstCodec::<pb::GetMetadataRequest, pb::GetMetadataRequest>::default();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        grpc.unary(
+            tonic::Request::new(pb::GetMetadataRequest {}),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        ),
+    )
+    .await
+    .expect("an unserved rpc answers, it does not hang");
+    result.expect_err(path)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unserved_rpcs_answer_unimplemented_naming_the_building_block() {
+    let (_broker, _topic, sidecar) = orders_setup().await;
+    let cases = [
+        ("/dapr.proto.runtime.v1.Dapr/SaveState", "state management"),
+        ("/dapr.proto.runtime.v1.Dapr/GetState", "state management"),
+        (
+            "/dapr.proto.runtime.v1.Dapr/PublishEvent",
+            "publish and subscribe",
+        ),
+        (
+            "/dapr.proto.runtime.v1.Dapr/InvokeService",
+            "service invocation",
+        ),
+        ("/dapr.proto.runtime.v1.Dapr/GetSecret", "secrets"),
+        ("/dapr.proto.runtime.v1.Dapr/InvokeActor", "actors"),
+    ];
+    for (path, block) in cases {
+        let status = call_raw(&sidecar.grpc(), path).await;
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+        assert!(
+            status.message().contains(block),
+            "{path}: {:?} should name {block}",
+            status.message()
+        );
+    }
+    // Not a Dapr rpc at all, and the app-side service the sidecar does not serve.
+    for path in [
+        "/no.such.Service/Method",
+        "/dapr.proto.runtime.v1.AppCallback/OnBindingEvent",
+    ] {
+        let status = call_raw(&sidecar.grpc(), path).await;
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+    // And the served ones still work on the same server.
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    client
+        .get_metadata(pb::GetMetadataRequest {})
+        .await
+        .expect("GetMetadata after unserved calls");
+    sidecar.stop().await;
+}
+
+/// A gRPC length-prefixed message frame (uncompressed).
+fn frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut buf = BytesMut::with_capacity(5 + body.len());
+    buf.put_u8(0);
+    buf.put_u32(body.len() as u32);
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+/// Sends one unary gRPC call over bare HTTP/2 with the given content type;
+/// returns the response content type, grpc-status, grpc-message and message bytes.
+async fn raw_h2_call(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+) -> (String, String, String, Bytes) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(Full::new(body))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (parts, body) = response.into_parts();
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let collected = body.collect().await.unwrap();
+    // Status comes in trailers, or in the headers of a trailers-only response.
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for map in [Some(&parts.headers), collected.trailers()]
+        .into_iter()
+        .flatten()
+    {
+        for key in ["grpc-status", "grpc-message"] {
+            if let Some(v) = map.get(key) {
+                fields.insert(key.into(), v.to_str().unwrap().to_string());
+            }
+        }
+    }
+    let bytes = collected.to_bytes();
+    let message = if bytes.len() >= 5 {
+        bytes.slice(5..)
+    } else {
+        Bytes::new()
+    };
+    (
+        content_type,
+        fields.remove("grpc-status").unwrap_or_default(),
+        fields.remove("grpc-message").unwrap_or_default(),
+        message,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_plus_proto_content_type_is_accepted() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let port = sidecar.grpc_port();
+    for content_type in ["application/grpc+proto", "application/grpc"] {
+        let (ct, status, message, bytes) = raw_h2_call(
+            port,
+            "/dapr.proto.runtime.v1.Dapr/InvokeBinding",
+            content_type,
+            frame(&invoke(
+                "orders",
+                content_type.as_bytes(),
+                &[("key", "raw")],
+            )),
+        )
+        .await;
+        assert_eq!(status, "0", "{content_type}: {message}");
+        assert!(ct.starts_with("application/grpc"), "{ct}");
+        let reply = pb::InvokeBindingResponse::decode(bytes).unwrap();
+        assert_eq!(reply.metadata["topic"], topic);
+    }
+    let (_, status, message, bytes) = raw_h2_call(
+        port,
+        "/dapr.proto.runtime.v1.Dapr/GetMetadata",
+        "application/grpc+proto",
+        frame(&pb::GetMetadataRequest {}),
+    )
+    .await;
+    assert_eq!(status, "0", "{message}");
+    assert_eq!(
+        pb::GetMetadataResponse::decode(bytes).unwrap().id,
+        "grpc-app"
+    );
+
+    let r = read_back(broker.addr(), topic, 2).await;
+    assert_eq!(r[0].text(), "application/grpc+proto");
+    assert_eq!(r[1].text(), "application/grpc");
+    assert_eq!(r[0].key_text().as_deref(), Some("raw"));
+    sidecar.stop().await;
+}

@@ -1,11 +1,22 @@
-//! Output bindings through the HTTP shim, against a real broker.
+//! Output bindings through the HTTP shim, against a real broker: how `data` of
+//! each JSON type reaches the topic, how request metadata becomes the Kafka key
+//! and headers, the reply headers, ordering, health, metadata and shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn post_produces_with_key_and_headers() {
+/// Reads `n` records back on a blocking thread, so the runtime keeps serving.
+async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
+    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
+/// One broker, one topic with one partition, one sidecar with binding `orders` on it.
+async fn orders_setup() -> (Broker, String, TestSidecar) {
     let broker = Broker::start();
     let topic = unique("orders");
     broker.create_topic(&topic, 1);
@@ -18,6 +29,12 @@ async fn post_produces_with_key_and_headers() {
         |_| {},
     )
     .await;
+    (broker, topic, sidecar)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_produces_with_key_and_headers() {
+    let (broker, topic, sidecar) = orders_setup().await;
 
     let client = reqwest::Client::new();
     let resp = client
@@ -28,12 +45,11 @@ async fn post_produces_with_key_and_headers() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["metadata.topic"], topic.as_str());
+    assert_eq!(resp.headers()["metadata.partition"], "0");
+    assert_eq!(resp.headers()["metadata.offset"], "0");
+    assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
 
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&broker.addr(), &topic, 1, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let records = read_back(broker.addr(), topic, 1).await;
     assert_eq!(records[0].text(), r#"{"orderId":1}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k1"));
     assert_eq!(records[0].header("trace").as_deref(), Some("abc"));
@@ -41,5 +57,450 @@ async fn post_produces_with_key_and_headers() {
         !records[0].headers.contains_key("key"),
         "the key is not also a header"
     );
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_of_every_json_type_arrives_as_compact_json_text() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    // (request body, method, record payload expected on the topic)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"data": {"orderId": 1}, "operation": "create"}"#,
+            "POST",
+            r#"{"orderId":1}"#,
+        ),
+        (
+            "{ \"operation\" : \"create\",\n  \"data\" : { \"orderId\" : 2 ,\n \"tags\" : [ 1 , 2 ] } }",
+            "PUT",
+            r#"{"orderId":2,"tags":[1,2]}"#,
+        ),
+        (
+            r#"{"data": "hello  world \" q", "operation": "create"}"#,
+            "POST",
+            r#""hello  world \" q""#,
+        ),
+        (r#"{"data": 42, "operation": "create"}"#, "PUT", "42"),
+        (
+            r#"{"data": -1.5e3, "operation": "create"}"#,
+            "POST",
+            "-1.5e3",
+        ),
+        (r#"{"data": true, "operation": "create"}"#, "POST", "true"),
+        (
+            r#"{"data": [1, "a", null], "operation": "create"}"#,
+            "POST",
+            r#"[1,"a",null]"#,
+        ),
+        (r#"{"data": null, "operation": "create"}"#, "POST", "null"),
+        (r#"{"operation": "create"}"#, "PUT", "null"),
+        (
+            r#"{"data": {"text": "a { b } : c , d"}, "operation": "create"}"#,
+            "POST",
+            r#"{"text":"a { b } : c , d"}"#,
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (i, (body, method, _)) in cases.iter().enumerate() {
+        let request = match *method {
+            "PUT" => client.put(&url),
+            _ => client.post(&url),
+        };
+        let resp = request
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{method} {body}");
+        assert_eq!(
+            resp.headers()["metadata.offset"],
+            i.to_string().as_str(),
+            "{body}"
+        );
+    }
+    let records = read_back(broker.addr(), topic, cases.len()).await;
+    let got: Vec<String> = records.iter().map(Record::text).collect();
+    let want: Vec<&str> = cases.iter().map(|c| c.2).collect();
+    assert_eq!(got, want);
+    assert!(records.iter().all(|r| r.key.is_none()), "no key was given");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_becomes_key_and_headers() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    let client = reqwest::Client::new();
+    let bodies = [
+        // partitionKey is the key too.
+        r#"{"data": 1, "operation": "create", "metadata": {"partitionKey": "pk-1", "source": "web"}}"#,
+        // With both, `key` wins and neither becomes a header.
+        r#"{"data": 2, "operation": "create", "metadata": {"partitionKey": "pk-2", "key": "k-2"}}"#,
+        // Only headers, no key; empty metadata map.
+        r#"{"data": 3, "operation": "create", "metadata": {"a": "1", "b": "two words", "c": ""}}"#,
+        r#"{"data": 4, "operation": "create", "metadata": {}}"#,
+    ];
+    let mut offsets = Vec::new();
+    for body in bodies {
+        let resp = client.post(&url).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 204, "{body}");
+        assert_eq!(resp.headers()["metadata.topic"], topic.as_str());
+        assert_eq!(resp.headers()["metadata.partition"], "0");
+        offsets.push(
+            resp.headers()["metadata.offset"]
+                .to_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(offsets, [0, 1, 2, 3]);
+
+    let r = read_back(broker.addr(), topic, 4).await;
+    assert_eq!(r[0].text(), "1");
+    assert_eq!(r[0].key_text().as_deref(), Some("pk-1"));
+    assert_eq!(r[0].header("source").as_deref(), Some("web"));
+    assert_eq!(r[0].headers.len(), 1, "{:?}", r[0].headers);
+
+    assert_eq!(r[1].key_text().as_deref(), Some("k-2"));
+    assert!(r[1].headers.is_empty(), "{:?}", r[1].headers);
+
+    assert_eq!(r[2].key, None);
+    assert_eq!(r[2].header("a").as_deref(), Some("1"));
+    assert_eq!(r[2].header("b").as_deref(), Some("two words"));
+    assert_eq!(r[2].header("c").as_deref(), Some(""));
+    assert_eq!(r[2].headers.len(), 3);
+
+    assert_eq!(r[3].key, None);
+    assert!(r[3].headers.is_empty());
+    for (record, offset) in r.iter().zip(&offsets) {
+        assert_eq!(
+            record.offset, *offset,
+            "the reply names the record's offset"
+        );
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundred_sequential_posts_land_in_order() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    let client = reqwest::Client::new();
+    let mut last_offset = -1i64;
+    for n in 0..100 {
+        let resp = client
+            .post(&url)
+            .json(&serde_json::json!({"data": {"n": n}, "operation": "create", "metadata": {"key": "same"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "post {n}");
+        let offset: i64 = resp.headers()["metadata.offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(offset > last_offset, "offset {offset} after {last_offset}");
+        last_offset = offset;
+    }
+    let records = read_back(broker.addr(), topic, 100).await;
+    let got: Vec<String> = records.iter().map(Record::text).collect();
+    let want: Vec<String> = (0..100).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    assert_eq!(got, want);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_metadata_without_an_app() {
+    let broker = Broker::start();
+    let topic = unique("meta");
+    broker.create_topic(&topic, 1);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "meta-out",
+            &broker.addr(),
+            &[("publishTopic", &topic)],
+        )],
+        |c| c.app_id = "meta-app".into(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for path in ["/v1.0/healthz", "/v1.0/healthz/outbound"] {
+        let resp = client
+            .get(format!("{}{path}", sidecar.http()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{path}");
+    }
+
+    let resp = client
+        .get(format!("{}/v1.0/metadata", sidecar.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let md: Value = resp.json().await.unwrap();
+    assert_eq!(md["id"], "meta-app");
+    assert_eq!(md["runtimeVersion"], env!("CARGO_PKG_VERSION"));
+    assert!(md["enabledFeatures"].is_array(), "{md}");
+    assert!(md["extended"].is_object(), "{md}");
+    assert!(md["appConnectionProperties"].is_object(), "{md}");
+    let components = md["components"].as_array().expect("components");
+    assert_eq!(components.len(), 1, "{md}");
+    let c = &components[0];
+    assert_eq!(c["name"], "meta-out");
+    assert_eq!(c["type"], "bindings.kafka");
+    assert_eq!(c["version"], "v1");
+    assert!(c["capabilities"].is_array(), "{md}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_waits_for_the_app_and_metadata_names_it() {
+    let broker = Broker::start();
+    let topic = unique("meta");
+    broker.create_topic(&topic, 1);
+    // The app port is reserved but nothing listens yet.
+    let app_port = free_port();
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "meta-out",
+            &broker.addr(),
+            &[("publishTopic", &topic), ("direction", "output")],
+        )],
+        |c| {
+            c.app_id = "meta-app".into();
+            c.app_port = Some(app_port);
+            c.app_max_concurrency = Some(7);
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{}{path}", sidecar.http())).send();
+    // Components are loaded: outbound is ready, the sidecar is not (no app yet),
+    // and output bindings already work.
+    assert_eq!(get("/v1.0/healthz/outbound").await.unwrap().status(), 204);
+    let not_ready = get("/v1.0/healthz").await.unwrap();
+    assert_eq!(not_ready.status(), 500);
+    let resp = client
+        .post(format!("{}/v1.0/bindings/meta-out", sidecar.http()))
+        .body(r#"{"data": "before the app", "operation": "create"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let app = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
+        .await
+        .unwrap();
+    let accept = tokio::spawn(async move {
+        // Keep accepting: the sidecar only checks that the port answers.
+        while let Ok((s, _)) = app.accept().await {
+            drop(s);
+        }
+    });
+    wait_until("healthz to turn 204", Duration::from_secs(30), || async {
+        let r = get("/v1.0/healthz").await.ok()?;
+        (r.status() == 204).then_some(())
+    })
+    .await;
+
+    let md: Value = get("/v1.0/metadata").await.unwrap().json().await.unwrap();
+    let app_props = &md["appConnectionProperties"];
+    assert_eq!(app_props["port"], app_port, "{md}");
+    assert_eq!(app_props["protocol"], "http", "{md}");
+    assert_eq!(app_props["channelAddress"], "127.0.0.1", "{md}");
+    assert_eq!(app_props["maxConcurrency"], 7, "{md}");
+    sidecar.stop().await;
+    accept.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_metadata_shows_in_extended() {
+    let (_broker, _topic, sidecar) = orders_setup().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .put(format!("{}/v1.0/metadata/team", sidecar.http()))
+        .body("bindings")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let md: Value = client
+        .get(format!("{}/v1.0/metadata", sidecar.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(md["extended"]["team"], "bindings", "{md}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_endpoint_stops_the_in_process_sidecar() {
+    let (_broker, _topic, mut sidecar) = orders_setup().await;
+    let http = sidecar.http();
+    let resp = reqwest::Client::new()
+        .post(format!("{http}/v1.0/shutdown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let running = sidecar.sidecar.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.wait())
+        .await
+        .expect("the sidecar stops after /v1.0/shutdown");
+    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(!port_open(port), "the HTTP port is closed after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_endpoint_ends_the_process_with_exit_code_0() {
+    let broker = Broker::start();
+    let topic = unique("bin");
+    broker.create_topic(&topic, 1);
+    let dir = components_dir(&[kafka_component(
+        "bin-out",
+        &broker.addr(),
+        &[("publishTopic", &topic)],
+    )]);
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut child = std::process::Command::new(outrigger_bin())
+        .args([
+            "sidecar",
+            "--app-id",
+            "bin-app",
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+        ])
+        .args(["--dapr-http-port", &http_port.to_string()])
+        .args(["--dapr-grpc-port", &grpc_port.to_string()])
+        .arg("--resources-path")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start outrigger");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = reqwest::Client::new();
+    wait_until(
+        "the binary to answer healthz",
+        Duration::from_secs(30),
+        || async {
+            let r = client
+                .get(format!("{base}/v1.0/healthz"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 204).then_some(())
+        },
+    )
+    .await;
+    let resp = client
+        .post(format!("{base}/v1.0/bindings/bin-out"))
+        .body(r#"{"data": {"from": "binary"}, "operation": "create"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let resp = client
+        .post(format!("{base}/v1.0/shutdown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("outrigger did not exit within 30 s of /v1.0/shutdown");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let records = read_back(broker.addr(), topic, 1).await;
+    assert_eq!(records[0].text(), r#"{"from":"binary"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_posts_are_all_acknowledged_and_keys_pick_partitions() {
+    let broker = Broker::start();
+    let topic = unique("spread");
+    broker.create_topic(&topic, 3);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[("publishTopic", &topic)],
+        )],
+        |_| {},
+    )
+    .await;
+    let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    let client = reqwest::Client::new();
+    let posts = (0..60).map(|n| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let resp = client
+                .post(&url)
+                .json(&serde_json::json!({
+                    "data": n,
+                    "operation": "create",
+                    "metadata": {"key": format!("customer-{}", n % 6)},
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 204, "post {n}");
+            let header = |k: &str| resp.headers()[k].to_str().unwrap().parse::<i64>().unwrap();
+            (
+                n,
+                header("metadata.partition") as i32,
+                header("metadata.offset"),
+            )
+        }
+    });
+    let acked = futures::future::join_all(posts).await;
+
+    let records = read_back(broker.addr(), topic, 60).await;
+    assert_eq!(records.len(), 60);
+    for (n, partition, offset) in &acked {
+        let r = records
+            .iter()
+            .find(|r| r.partition == *partition && r.offset == *offset)
+            .unwrap_or_else(|| {
+                panic!("post {n} acknowledged at {partition}/{offset} is on the topic")
+            });
+        assert_eq!(r.text(), n.to_string());
+        assert_eq!(r.key_text(), Some(format!("customer-{}", n % 6)));
+    }
+    // One key, one partition.
+    for k in 0..6 {
+        let key = format!("customer-{k}");
+        let mut partitions: Vec<i32> = records
+            .iter()
+            .filter(|r| r.key_text().as_deref() == Some(key.as_str()))
+            .map(|r| r.partition)
+            .collect();
+        partitions.dedup();
+        assert_eq!(partitions.len(), 1, "{key} spread over {partitions:?}");
+    }
     sidecar.stop().await;
 }

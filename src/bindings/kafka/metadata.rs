@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{Component, ConfigError, FieldReader};
+use crate::config::{Component, ConfigError, FieldReader, format_duration};
 
 const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(10);
@@ -233,20 +233,20 @@ impl KafkaMetadata {
             }),
         };
 
-        let initial_offset = match r
-            .str("initialOffset")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("newest") | Some("latest") => InitialOffset::Newest,
-            Some("oldest") | Some("earliest") => InitialOffset::Oldest,
-            Some(other) => {
-                r.error(
-                    "initialOffset",
-                    format!("expected `newest` or `oldest`, got {other:?}"),
-                );
-                InitialOffset::Newest
-            }
+        let initial_offset = match r.str("initialOffset") {
+            None => InitialOffset::Newest,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "newest" | "latest" => InitialOffset::Newest,
+                "oldest" | "earliest" => InitialOffset::Oldest,
+                // The value as written, so the user can find it.
+                _ => {
+                    r.error(
+                        "initialOffset",
+                        format!("expected `newest` or `oldest`, got {v:?}"),
+                    );
+                    InitialOffset::Newest
+                }
+            },
         };
         let compression = match r.str("compression").map(str::to_ascii_lowercase).as_deref() {
             None | Some("none") => None,
@@ -303,7 +303,20 @@ impl KafkaMetadata {
         let heartbeat_interval = r.duration("heartbeatInterval", DEFAULT_HEARTBEAT_INTERVAL);
         let session_timeout = r.duration("sessionTimeout", DEFAULT_SESSION_TIMEOUT);
         if heartbeat_interval >= session_timeout {
-            r.error("heartbeatInterval", "must be shorter than sessionTimeout");
+            // Name the field that was written; both may be defaults only in part.
+            let field = if r.str("heartbeatInterval").is_some() {
+                "heartbeatInterval"
+            } else {
+                "sessionTimeout"
+            };
+            r.error(
+                field,
+                format!(
+                    "heartbeatInterval ({}) must be shorter than sessionTimeout ({})",
+                    format_duration(heartbeat_interval),
+                    format_duration(session_timeout)
+                ),
+            );
         }
         let produce_timeout = r.duration("produceTimeout", DEFAULT_PRODUCE_TIMEOUT);
         if produce_timeout.is_zero() {
@@ -399,17 +412,28 @@ fn parse_direction(r: &mut FieldReader<'_>) -> Direction {
                 output: false,
                 explicit: true,
             };
+            let mut unknown = Vec::new();
             for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 match part.to_ascii_lowercase().as_str() {
                     "input" => d.input = true,
                     "output" => d.output = true,
-                    other => r.error(
-                        "direction",
-                        format!("expected `input`, `output` or `input, output`, got {other:?}"),
-                    ),
+                    _ => unknown.push(part),
                 }
             }
-            if !d.input && !d.output {
+            // One error per field: a wrong word already explains why nothing was named.
+            if !unknown.is_empty() {
+                r.error(
+                    "direction",
+                    format!(
+                        "expected `input`, `output` or `input, output`, got {}",
+                        unknown
+                            .iter()
+                            .map(|u| format!("{u:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            } else if !d.input && !d.output {
                 r.error("direction", "names neither input nor output");
             }
             d
@@ -445,21 +469,20 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
                 .required("saslPassword", "needed for authType password")
                 .unwrap_or_default()
                 .to_string();
-            let mechanism = match r
-                .str("saslMechanism")
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                None | Some("PLAIN") | Some("PLAINTEXT") => SaslMechanism::Plain,
-                Some("SHA-256") | Some("SCRAM-SHA-256") => SaslMechanism::ScramSha256,
-                Some("SHA-512") | Some("SCRAM-SHA-512") => SaslMechanism::ScramSha512,
-                Some(other) => {
-                    r.error(
-                        "saslMechanism",
-                        format!("expected PLAIN, SHA-256 or SHA-512, got {other:?}"),
-                    );
-                    SaslMechanism::Plain
-                }
+            let mechanism = match r.str("saslMechanism") {
+                None => SaslMechanism::Plain,
+                Some(v) => match v.to_ascii_uppercase().as_str() {
+                    "PLAIN" | "PLAINTEXT" => SaslMechanism::Plain,
+                    "SHA-256" | "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
+                    "SHA-512" | "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
+                    _ => {
+                        r.error(
+                            "saslMechanism",
+                            format!("expected PLAIN, SHA-256 or SHA-512, got {v:?}"),
+                        );
+                        SaslMechanism::Plain
+                    }
+                },
             };
             Auth::Password {
                 username,

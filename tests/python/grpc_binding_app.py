@@ -1,0 +1,22 @@
+"""An input-binding app written with the official Python SDK (`dapr.ext.grpc.App`).
+
+Usage: grpc_binding_app.py BINDING
+Listens on GRPC_APP_PORT (the SDK's own setting) and prints one JSON line per
+event: {"event": "binding", "name", "data"}.
+"""
+import json
+import sys
+
+from dapr.ext.grpc import App, BindingRequest
+
+binding = sys.argv[1]
+app = App()
+
+
+@app.binding(binding)
+def on_event(request: BindingRequest):
+    print(json.dumps({"event": "binding", "name": binding, "data": request.text()}), flush=True)
+
+
+print(json.dumps({"event": "starting", "binding": binding}), flush=True)
+app.run()

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -177,20 +176,16 @@ impl Sidecar {
         let stop_servers = CancellationToken::new();
         let mut servers = Vec::new();
         let router = api::http::router(state.clone());
+        let limits = api::http::ServerLimits::default();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
         for listener in http_listeners {
-            let stop = stop_servers.clone();
-            let listener = listener.tap_io(|s| {
-                let _ = s.set_nodelay(true);
-            });
-            let app = router.clone();
-            servers.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!("HTTP server failed: {e}");
-                }
-            }));
+            servers.push(tokio::spawn(api::http::serve(
+                listener,
+                router.clone(),
+                stop_servers.clone(),
+                limits,
+                slots.clone(),
+            )));
         }
         for listener in grpc_listeners {
             servers.push(tokio::spawn(serve_grpc(

@@ -11,48 +11,21 @@ pub enum ErrorKind {
     RequestTooLarge,
     NotImplemented,
     NotFound,
+    RequestTimeout,
 }
 
 /// (kind, errorCode, HTTP status, gRPC code)
+#[rustfmt::skip]
 const TABLE: &[(ErrorKind, &str, StatusCode, Code)] = &[
-    (
-        ErrorKind::MalformedRequest,
-        "ERR_MALFORMED_REQUEST",
-        StatusCode::BAD_REQUEST,
-        Code::InvalidArgument,
-    ),
+    (ErrorKind::MalformedRequest, "ERR_MALFORMED_REQUEST", StatusCode::BAD_REQUEST, Code::InvalidArgument),
     // daprd answers an unknown binding, an unsupported operation and a failed
     // write alike: HTTP 500, gRPC INTERNAL.
-    (
-        ErrorKind::InvokeOutputBinding,
-        "ERR_INVOKE_OUTPUT_BINDING",
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Code::Internal,
-    ),
-    (
-        ErrorKind::Unauthorized,
-        "ERR_UNAUTHORIZED",
-        StatusCode::UNAUTHORIZED,
-        Code::Unauthenticated,
-    ),
-    (
-        ErrorKind::RequestTooLarge,
-        "ERR_REQUEST_TOO_LARGE",
-        StatusCode::PAYLOAD_TOO_LARGE,
-        Code::ResourceExhausted,
-    ),
-    (
-        ErrorKind::NotImplemented,
-        "ERR_NOT_IMPLEMENTED",
-        StatusCode::NOT_IMPLEMENTED,
-        Code::Unimplemented,
-    ),
-    (
-        ErrorKind::NotFound,
-        "ERR_NOT_FOUND",
-        StatusCode::NOT_FOUND,
-        Code::NotFound,
-    ),
+    (ErrorKind::InvokeOutputBinding, "ERR_INVOKE_OUTPUT_BINDING", StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+    (ErrorKind::Unauthorized, "ERR_UNAUTHORIZED", StatusCode::UNAUTHORIZED, Code::Unauthenticated),
+    (ErrorKind::RequestTooLarge, "ERR_REQUEST_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
+    (ErrorKind::NotImplemented, "ERR_NOT_IMPLEMENTED", StatusCode::NOT_IMPLEMENTED, Code::Unimplemented),
+    (ErrorKind::NotFound, "ERR_NOT_FOUND", StatusCode::NOT_FOUND, Code::NotFound),
+    (ErrorKind::RequestTimeout, "ERR_REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
 ];
 
 impl ErrorKind {
@@ -167,6 +140,7 @@ mod tests {
             ErrorKind::RequestTooLarge,
             ErrorKind::NotImplemented,
             ErrorKind::NotFound,
+            ErrorKind::RequestTimeout,
         ] {
             assert_eq!(TABLE.iter().filter(|r| r.0 == kind).count(), 1, "{kind:?}");
         }

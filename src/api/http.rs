@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -12,6 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -24,6 +32,63 @@ impl IntoResponse for ApiError {
         let body = json!({ "errorCode": self.kind.code(), "message": self.message });
         (self.kind.http_status(), axum::Json(body)).into_response()
     }
+}
+
+/// A request body must arrive within this time (slow senders).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits that keep slow or hostile clients from holding the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this time (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Open connections across all HTTP listeners; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits { header_read_timeout: Duration::from_secs(10), max_connections: 4096 }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and h2c) until `stop`, then lets the
+/// open connections finish their requests; the caller bounds that wait.
+pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, limits: ServerLimits, slots: Arc<Semaphore>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection refused: {} connections open", limits.max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -100,7 +165,15 @@ async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+            )
+        })?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");

@@ -39,6 +39,15 @@ pub fn load(paths: &[PathBuf], app_id: &str) -> (Vec<Component>, Vec<ConfigError
     (components, errors)
 }
 
+/// Loads the components of one file's text, as if read from `file`.
+pub fn load_str(file: &Path, text: &str, app_id: &str) -> (Vec<Component>, Vec<ConfigError>) {
+    let mut components = Vec::new();
+    let mut errors = Vec::new();
+    load_text(file, text, app_id, &mut components, &mut errors);
+    check_duplicates(&mut components, &mut errors);
+    (components, errors)
+}
+
 /// The YAML files of a resources path, sorted by name (daprd reads a folder non-recursively).
 fn files_in(path: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     match std::fs::metadata(path) {

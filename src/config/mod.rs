@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
-pub use loader::{load, parse_bool};
+pub use loader::{load, load_str, parse_bool};
 
 /// A component as written in a file, in scope for this app, before its type is checked.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use outrigger::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
 use outrigger::proto::runtime::v1::{
@@ -190,6 +191,7 @@ struct HttpState {
 pub struct HttpApp {
     pub port: u16,
     pub log: Arc<Log>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -209,6 +211,12 @@ impl HttpApp {
     /// An app that serves every route with 200.
     pub async fn start() -> HttpApp {
         Self::builder().start().await
+    }
+
+    /// Stops listening: answers what is in flight, closes every connection.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        (&mut self.task).await.unwrap();
     }
 }
 
@@ -254,10 +262,19 @@ impl HttpAppBuilder {
             script: self.script,
         });
         let router = Router::new().fallback(handle_http).with_state(state);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await;
         });
-        HttpApp { port, log, task }
+        HttpApp {
+            port,
+            log,
+            stop,
+            task,
+        }
     }
 }
 

@@ -19,6 +19,22 @@ use crate::bindings::{BindingEvent, BoxFuture, DeliveryError};
 /// Largest reply body read from the app.
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
+/// Headers that frame the request or belong to the connection. Event metadata
+/// (any producer's Kafka headers) must not set them: a stray `content-length`
+/// or `transfer-encoding` would garble the request, so the message could never
+/// be delivered and would block its partition.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "trailer",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
+
 pub struct HttpChannel {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
@@ -157,6 +173,9 @@ impl AppChannel for HttpChannel {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             for (k, v) in &event.metadata {
                 match HeaderName::from_bytes(k.as_bytes()) {
+                    Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
+                        tracing::debug!(header = %k, "metadata key names an HTTP framing header; not sent")
+                    }
                     Ok(name) => {
                         headers.insert(name, header_value(v));
                     }

@@ -334,15 +334,19 @@ pub struct GrpcApp {
     task: JoinHandle<()>,
 }
 
+type HangIf = Arc<dyn Fn(&Call) -> bool + Send + Sync>;
+
 pub struct GrpcAppBuilder {
     listed: Vec<String>,
     script: GrpcScript,
+    hang_if: HangIf,
 }
 
 struct Callback {
     log: Arc<Log>,
     listed: Vec<String>,
     script: GrpcScript,
+    hang_if: HangIf,
 }
 
 #[tonic::async_trait]
@@ -376,6 +380,9 @@ impl AppCallback for Callback {
             attempt: 0,
         });
         let _inflight = self.log.enter();
+        if (self.hang_if)(&call) {
+            std::future::pending::<()>().await;
+        }
         let answer = (self.script)(&call);
         if answer.is_ok() {
             self.log.accept(call);
@@ -389,6 +396,7 @@ impl GrpcApp {
         GrpcAppBuilder {
             listed: Vec::new(),
             script: Arc::new(|_| Ok(BindingEventResponse::default())),
+            hang_if: Arc::new(|_| false),
         }
     }
 }
@@ -421,6 +429,12 @@ impl GrpcAppBuilder {
         self
     }
 
+    /// Events for which `OnBindingEvent` never answers.
+    pub fn hang_if(mut self, f: impl Fn(&Call) -> bool + Send + Sync + 'static) -> Self {
+        self.hang_if = Arc::new(f);
+        self
+    }
+
     pub async fn start(self) -> GrpcApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -429,6 +443,7 @@ impl GrpcAppBuilder {
             log: log.clone(),
             listed: self.listed,
             script: self.script,
+            hang_if: self.hang_if,
         });
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()

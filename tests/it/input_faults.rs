@@ -96,6 +96,79 @@ async fn delivery_starts_once_the_app_listens() {
     sidecar.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn app_restart_mid_stream_loses_nothing() {
+    const N: i64 = 30;
+    let broker = Broker::start();
+    let topic = unique("bounce");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(N as usize, 1)).await;
+    let slow = |_: &Call| Answer::After(Duration::from_millis(20), 200);
+    let mut app1 = HttpApp::builder().script(slow).start().await;
+    let port = app1.port;
+    let component = input_component("bounce", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(port)).await;
+
+    wait_cond("10 deliveries", DEADLINE, || app1.accepted_count() >= 10).await;
+    // Answers what it has in flight, then refuses connections.
+    app1.stop().await;
+    wait_input_state(&sidecar.http(), "bounce", "retrying", DEADLINE).await;
+    let app2 = HttpApp::builder().script(slow).start_on(port).await;
+    wait_cond("the rest", DEADLINE, || {
+        app2.accepted_offsets().last() == Some(&(N - 1))
+    })
+    .await;
+    let run1 = app1.accepted_offsets();
+    let run2 = app2.accepted_offsets();
+    assert!((run1.len() as i64) < N, "stopped mid-stream");
+    assert_eq!(
+        run1.iter().chain(run2.iter()).copied().collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>(),
+        "in order, nothing lost, nothing twice"
+    );
+    let http = sidecar.http();
+    wait_input_state(&http, "bounce", "subscribed", DEADLINE).await;
+    assert!(input_status(&http, "bounce").await["failedAttempts"].as_u64() >= Some(1));
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_the_app_never_answers_times_out_and_is_retried() {
+    let broker = Broker::start();
+    let topic = unique("hung");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    let app = HttpApp::builder()
+        .script(|c| {
+            if c.offset() == Some(1) && c.attempt == 1 {
+                Answer::Hang
+            } else {
+                Answer::Status(200)
+            }
+        })
+        .start()
+        .await;
+    let component = input_component("hung", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| {
+        c.app_port = Some(app.port);
+        c.app_request_timeout = Duration::from_secs(1);
+    })
+    .await;
+
+    wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
+    assert_eq!(app.accepted_offsets(), vec![0, 1, 2]);
+    let tries: Vec<usize> = app
+        .deliveries("hung")
+        .iter()
+        .filter(|c| c.offset() == Some(1))
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(tries, vec![1, 2], "timed out once, then delivered");
+    let s = input_status(&sidecar.http(), "hung").await;
+    assert_eq!(s["failedAttempts"], 1, "{s}");
+    sidecar.stop().await;
+}
+
 /// An `outrigger sidecar` child process; killed on drop.
 struct SidecarProcess {
     child: Child,
@@ -667,6 +740,105 @@ async fn delivery_failing_at_shutdown_is_not_committed() {
         app2.accepted_offsets(),
         vec![1, 2],
         "the message the app refused is delivered again"
+    );
+    next.stop().await;
+}
+
+// librdkafka 2.12.1 (bundled by rdkafka-sys 4.10) dereferences a NULL topic name in
+// rd_kafka_metadata_update_op (rdkafka_metadata.c:2095) when a Fetch response carries
+// KIP-951 CurrentLeader tags for a topic whose id is all zeros, as tansu sends after a
+// restart: the whole process gets SIGSEGV. Run with `--ignored` to reproduce.
+#[ignore = "blocked on a librdkafka crash with tansu after a broker restart (SIGSEGV)"]
+#[tokio::test(flavor = "multi_thread")]
+async fn consumption_resumes_after_the_broker_restarts() {
+    let mut broker = Broker::start();
+    let port = broker.port;
+    let topic = unique("outage");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    let app = HttpApp::start().await;
+    let component = input_component("outage", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
+    wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
+
+    broker.kill();
+    wait_input_state(&sidecar.http(), "outage", "error", DEADLINE).await;
+    // Memory storage: the new broker starts empty, the topic has to be made again.
+    let broker = Broker::start_on(port);
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, [Msg::new("after the outage")]).await;
+
+    wait_cond(
+        "the message produced after the outage",
+        Duration::from_secs(90),
+        || {
+            app.accepted()
+                .iter()
+                .any(|c| c.text() == "after the outage")
+        },
+    )
+    .await;
+    wait_input_state(&sidecar.http(), "outage", "subscribed", DEADLINE).await;
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_outlasting_the_grace_period_is_not_committed() {
+    let broker = Broker::start();
+    let topic = unique("outlast");
+    let group = unique("group");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    // The grace period is 3 s (test_config); the app takes 6 s for offset 1.
+    let app = HttpApp::builder()
+        .script(|c| {
+            if c.offset() == Some(1) && c.attempt == 1 {
+                Answer::After(Duration::from_secs(6), 200)
+            } else {
+                Answer::Status(200)
+            }
+        })
+        .start()
+        .await;
+    let component = input_component("outlast", &broker.addr(), &topic, &group, &[]);
+    let sidecar = start_sidecar(std::slice::from_ref(&component), |c| {
+        c.app_port = Some(app.port)
+    })
+    .await;
+
+    wait_cond("offset 1 in flight", DEADLINE, || {
+        app.deliveries("outlast")
+            .iter()
+            .any(|c| c.offset() == Some(1))
+    })
+    .await;
+    sidecar.stop().await;
+    // The app accepts it in the end, but after the sidecar gave up on it: the
+    // sidecar must not record it as done, as the next owner may already have it.
+    wait_cond("the late answer", DEADLINE, || {
+        app.accepted_offsets().contains(&1)
+    })
+    .await;
+    let (brokers, g, t) = (broker.addr(), group.clone(), topic.clone());
+    let committed = tokio::task::spawn_blocking(move || committed(&brokers, &g, &t, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        committed,
+        Some(1),
+        "only the delivery finished in time is committed"
+    );
+
+    let app2 = HttpApp::start().await;
+    let next = start_sidecar(&[component], |c| c.app_port = Some(app2.port)).await;
+    wait_cond("the next member's deliveries", DEADLINE, || {
+        app2.accepted_count() >= 2
+    })
+    .await;
+    assert_eq!(
+        app2.accepted_offsets(),
+        vec![1, 2],
+        "delivered again by the next owner"
     );
     next.stop().await;
 }

@@ -122,3 +122,71 @@ async fn reply_to_output_binding_is_produced() {
     .await;
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_event_is_retried_in_order() {
+    let broker = Broker::start();
+    let topic = unique("grpc-retry");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(4, 1)).await;
+    // Python's App answers UNKNOWN when the handler raises, Node's INTERNAL.
+    let app = GrpcApp::builder()
+        .list(&["flaky"])
+        .script(|c| match (c.offset(), c.attempt) {
+            (Some(1), 1) => Err(tonic::Status::unknown("handler raised")),
+            (Some(1), 2) => Err(tonic::Status::internal("callback threw")),
+            _ => Ok(BindingEventResponse::default()),
+        })
+        .start()
+        .await;
+    let component = input_component("flaky", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| {
+        c.app_port = Some(app.port);
+        c.app_protocol = outrigger::app_channel::AppProtocol::Grpc;
+    })
+    .await;
+
+    wait_cond("4 deliveries", DEADLINE, || app.accepted_count() >= 4).await;
+    assert_eq!(app.accepted_offsets(), vec![0, 1, 2, 3]);
+    let tries: Vec<usize> = app
+        .deliveries("flaky")
+        .iter()
+        .filter(|c| c.offset() == Some(1))
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(tries, vec![1, 2, 3]);
+    let s = input_status(&sidecar.http(), "flaky").await;
+    assert_eq!(s["failedAttempts"], 2, "{s}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_the_app_never_answers_times_out_and_is_retried() {
+    let broker = Broker::start();
+    let topic = unique("grpc-hung");
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    let app = GrpcApp::builder()
+        .list(&["stalled"])
+        .hang_if(|c| c.offset() == Some(1) && c.attempt == 1)
+        .start()
+        .await;
+    let component = input_component("stalled", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| {
+        c.app_port = Some(app.port);
+        c.app_protocol = outrigger::app_channel::AppProtocol::Grpc;
+        c.app_request_timeout = Duration::from_secs(1);
+    })
+    .await;
+
+    wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
+    assert_eq!(app.accepted_offsets(), vec![0, 1, 2]);
+    let tries: Vec<usize> = app
+        .deliveries("stalled")
+        .iter()
+        .filter(|c| c.offset() == Some(1))
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(tries, vec![1, 2], "timed out once, then delivered");
+    sidecar.stop().await;
+}

@@ -188,3 +188,91 @@ async fn app_token_is_sent_to_the_app() {
     assert_eq!(probe[0].header("dapr-api-token"), Some("app-secret"));
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_with_to_is_produced_to_the_output_binding() {
+    let broker = Broker::start();
+    let (t_in, t_out) = (unique("in"), unique("out"));
+    broker.create_topic(&t_in, 1);
+    broker.create_topic(&t_out, 1);
+    let app = HttpApp::builder()
+        .script(|_| {
+            Answer::Reply(
+                200,
+                r#"{"to": ["outgoing"], "data": {"seen": true}}"#.into(),
+            )
+        })
+        .start()
+        .await;
+    let components = [
+        input_component("incoming", &broker.addr(), &t_in, &unique("group"), &[]),
+        kafka_component(
+            "outgoing",
+            &broker.addr(),
+            &[("publishTopic", &t_out), ("direction", "output")],
+        ),
+    ];
+    let sidecar = start_sidecar(&components, |c| c.app_port = Some(app.port)).await;
+    produce(&broker.addr(), &t_in, [Msg::new("order-9")]).await;
+
+    let brokers = broker.addr();
+    let records = tokio::task::spawn_blocking(move || read_topic(&brokers, &t_out, 1, DEADLINE))
+        .await
+        .unwrap();
+    assert_eq!(records[0].text(), r#"{"seen":true}"#);
+    assert_eq!(app.accepted_to("incoming")[0].text(), "order-9");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_headers_cannot_break_the_http_request() {
+    let broker = Broker::start();
+    let topic = unique("framing");
+    broker.create_topic(&topic, 1);
+    let app = HttpApp::start().await;
+    let component = input_component("framing", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
+    // Headers any producer may set, named like HTTP's own framing headers.
+    produce(
+        &broker.addr(),
+        &topic,
+        [
+            Msg::new("first").header("content-length", "999"),
+            Msg::new("second").header("transfer-encoding", "chunked"),
+            Msg::new("third")
+                .header("connection", "close")
+                .header("host", "elsewhere.example"),
+            Msg::new("fourth").header("x-after", "ok"),
+        ],
+    )
+    .await;
+
+    wait_cond("4 deliveries", DEADLINE, || app.accepted_count() >= 4).await;
+    let got = app.accepted();
+    let texts: Vec<String> = got.iter().map(|c| c.text()).collect();
+    assert_eq!(texts, ["first", "second", "third", "fourth"]);
+    assert_eq!(got[0].header("content-length"), Some("5"));
+    assert_eq!(got[1].header("transfer-encoding"), None);
+    assert_eq!(got[3].header("x-after"), Some("ok"));
+    let s = input_status(&sidecar.http(), "framing").await;
+    assert_eq!(s["failedAttempts"], 0, "no delivery failed: {s}");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_created_after_start_is_consumed() {
+    let broker = Broker::start();
+    let topic = unique("later");
+    let app = HttpApp::start().await;
+    let component = input_component("later", &broker.addr(), &topic, &unique("group"), &[]);
+    let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
+    wait_input_state(&sidecar.http(), "later", "subscribed", DEADLINE).await;
+    broker.create_topic(&topic, 1);
+    produce(&broker.addr(), &topic, [Msg::new("late")]).await;
+
+    wait_cond("a delivery", DEADLINE, || app.accepted_count() >= 1).await;
+    assert_eq!(app.accepted()[0].text(), "late");
+    let s = input_status(&sidecar.http(), "later").await;
+    assert_eq!(s["state"], "subscribed", "{s}");
+    sidecar.stop().await;
+}

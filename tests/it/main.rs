@@ -8,6 +8,7 @@ mod api_errors;
 mod broker_faults;
 mod config_errors;
 mod cron;
+mod deploy;
 mod grpcurl;
 mod input_apps;
 mod input_faults;

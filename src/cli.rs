@@ -102,6 +102,14 @@ pub struct SidecarArgs {
     #[arg(long, default_value = "60s", value_parser = parse_seconds)]
     pub app_request_timeout: Duration,
 
+    /// Serve Prometheus metrics on --metrics-port (`--enable-metrics=false` turns them off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_metrics: bool,
+
+    /// Port of the Prometheus metrics endpoint (`/metrics`, on the listen addresses). 0 picks a free port.
+    #[arg(long, default_value_t = 9090)]
+    pub metrics_port: u16,
+
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "warning", "error", "fatal"])]
     pub log_level: String,
@@ -165,6 +173,7 @@ impl SidecarArgs {
                 .ok()
                 .filter(|n| *n > 0),
             app_request_timeout: self.app_request_timeout,
+            metrics_port: self.enable_metrics.then_some(self.metrics_port),
             api_token: env("DAPR_API_TOKEN"),
             app_token: env("APP_API_TOKEN"),
         }

@@ -39,6 +39,37 @@ pub fn compact(source: &Bytes, raw: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// How deeply arrays and objects nest in a JSON text (0 for a scalar). Does not
+/// recurse, so any depth is safe to measure.
+pub fn nesting_depth(raw: &[u8]) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in raw {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    max
+}
+
 fn has_insignificant_whitespace(bytes: &[u8]) -> bool {
     let mut in_string = false;
     let mut escaped = false;
@@ -69,7 +100,7 @@ mod tests {
         let raw = std::str::from_utf8(&b).unwrap();
         let from_source = compact(&b, raw);
         // A text that is not part of `source` is copied, with the same result.
-        assert_eq!(compact(&Bytes::new(), &s.to_string()), from_source);
+        assert_eq!(compact(&Bytes::new(), s), from_source);
         String::from_utf8(from_source.to_vec()).unwrap()
     }
 
@@ -80,6 +111,24 @@ mod tests {
         assert_eq!(c("[1, 2,\n3]"), "[1,2,3]");
         assert_eq!(c("\"hello world\""), "\"hello world\"");
         assert_eq!(c("{\"orderId\":1}"), "{\"orderId\":1}");
+    }
+
+    #[test]
+    fn measures_nesting_without_recursion() {
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(
+            nesting_depth(b"\"[[[{\""),
+            0,
+            "brackets in strings do not count"
+        );
+        assert_eq!(nesting_depth(b"{\"a\":[1,{\"b\":[]}],\"c\":{}}"), 4);
+        assert_eq!(
+            nesting_depth(b"[\"\\\"[\",[]]"),
+            2,
+            "an escaped quote does not end the string"
+        );
+        let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert_eq!(nesting_depth(deep.as_bytes()), 1_000_000);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod json;
 pub mod launcher;
 pub mod logging;
+pub mod metrics;
 pub mod runtime;
 pub mod status;
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -20,6 +19,7 @@ use crate::api::{self, ApiState, AppInfo, ComponentInfo, Readiness};
 use crate::app_channel::{self, AppProtocol, AppSink, AppTarget, Wanted};
 use crate::bindings::{self, InputBinding, OutputBinding, Planned};
 use crate::config::{self, ConfigErrors};
+use crate::metrics::Metrics;
 use crate::status::{InputState, InputStatus};
 
 /// Everything a sidecar needs to start; `outrigger sidecar` builds it from flags.
@@ -39,6 +39,8 @@ pub struct SidecarConfig {
     pub app_channel_timeout: Duration,
     pub app_max_concurrency: Option<u32>,
     pub app_request_timeout: Duration,
+    /// Port of `/metrics`; `None` turns metrics off.
+    pub metrics_port: Option<u16>,
     pub api_token: Option<String>,
     pub app_token: Option<String>,
 }
@@ -59,6 +61,7 @@ impl Default for SidecarConfig {
             app_channel_timeout: Duration::from_secs(60),
             app_max_concurrency: None,
             app_request_timeout: Duration::from_secs(60),
+            metrics_port: None,
             api_token: None,
             app_token: None,
         }
@@ -100,6 +103,7 @@ pub struct Sidecar {
     state: Arc<ApiState>,
     http_addrs: Vec<SocketAddr>,
     grpc_addrs: Vec<SocketAddr>,
+    metrics_addrs: Vec<SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -142,12 +146,22 @@ impl Sidecar {
             }
         }
 
+        let output_types: Vec<(String, String)> = components
+            .iter()
+            .filter(|c| outputs.contains_key(&c.name))
+            .map(|c| (c.name.clone(), c.component_type.clone()))
+            .collect();
+        let input_statuses: Vec<Arc<InputStatus>> =
+            inputs.iter().map(|(_, _, s)| s.clone()).collect();
+        let metrics = Arc::new(Metrics::new(&config.app_id, &output_types, &input_statuses));
+
         let readiness = Arc::new(Readiness::default());
         let state = Arc::new(ApiState {
             app_id: config.app_id.clone(),
             outputs: Arc::new(outputs),
             components,
-            inputs: inputs.iter().map(|(_, _, s)| s.clone()).collect(),
+            inputs: input_statuses,
+            metrics: metrics.clone(),
             app: AppInfo {
                 port: config.app_port,
                 protocol: config.app_protocol.as_str(),
@@ -178,6 +192,8 @@ impl Sidecar {
         let router = api::http::router(state.clone());
         let limits = api::http::ServerLimits::default();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        // Separate from the HTTP slots: one API cannot starve the other.
+        let grpc_slots = Arc::new(Semaphore::new(limits.max_connections));
         for listener in http_listeners {
             servers.push(tokio::spawn(api::http::serve(
                 listener,
@@ -188,13 +204,34 @@ impl Sidecar {
             )));
         }
         for listener in grpc_listeners {
-            servers.push(tokio::spawn(serve_grpc(
+            servers.push(tokio::spawn(api::grpc::serve(
                 state.clone(),
                 listener,
                 stop_servers.clone(),
+                limits,
+                grpc_slots.clone(),
             )));
         }
-        tracing::info!(http = ?http_addrs, grpc = ?grpc_addrs, "API listening");
+        let mut metrics_addrs = Vec::new();
+        if let Some(port) = config.metrics_port {
+            // Metrics are optional: a taken port is reported, not fatal.
+            match bind_all("metrics", &hosts, port).await {
+                Ok(listeners) => {
+                    for listener in listeners {
+                        metrics_addrs.extend(listener.local_addr().ok());
+                        servers.push(tokio::spawn(api::http::serve(
+                            listener,
+                            api::http::metrics_router(metrics.clone()),
+                            stop_servers.clone(),
+                            limits,
+                            slots.clone(),
+                        )));
+                    }
+                }
+                Err(e) => tracing::warn!("metrics are off: {e}"),
+            }
+        }
+        tracing::info!(http = ?http_addrs, grpc = ?grpc_addrs, metrics = ?metrics_addrs, "API listening");
         readiness.outbound.store(true, Ordering::Release);
 
         let inputs_stop = CancellationToken::new();
@@ -225,6 +262,7 @@ impl Sidecar {
                         grace: config.graceful_shutdown,
                         readiness: readiness.clone(),
                         outputs: state.outputs.clone(),
+                        metrics: metrics.clone(),
                         concurrency: config
                             .app_max_concurrency
                             .filter(|n| *n > 0)
@@ -251,6 +289,7 @@ impl Sidecar {
             state,
             http_addrs,
             grpc_addrs,
+            metrics_addrs,
             task,
         })
     }
@@ -261,6 +300,11 @@ impl Sidecar {
 
     pub fn grpc_addrs(&self) -> &[SocketAddr] {
         &self.grpc_addrs
+    }
+
+    /// Where `/metrics` is served; empty when metrics are off.
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
     }
 
     pub fn http_port(&self) -> u16 {
@@ -360,51 +404,13 @@ async fn bind_all(
     Ok(listeners)
 }
 
-async fn serve_grpc(state: Arc<ApiState>, listener: TcpListener, stop: CancellationToken) {
-    // Advertise only what this server serves (the descriptors also hold AppCallback).
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .with_service_name("dapr.proto.runtime.v1.Dapr")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-    };
-    let reflection_v1 = reflection().build_v1();
-    let reflection_v1alpha = reflection().build_v1alpha();
-    let (Ok(v1), Ok(v1alpha)) = (reflection_v1, reflection_v1alpha) else {
-        tracing::error!("cannot build the gRPC reflection service");
-        return;
-    };
-    let limit = state.max_request_bytes;
-    let dapr = crate::proto::runtime::v1::dapr_server::DaprServer::new(api::grpc::DaprApi {
-        state: state.clone(),
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(usize::MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    let served = tonic::transport::Server::builder()
-        .layer(api::grpc::GateLayer { state })
-        .add_service(dapr)
-        .add_service(v1)
-        .add_service(v1alpha)
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        tracing::error!("gRPC server failed: {e}");
-    }
-}
-
 struct AppWiring {
     target: AppTarget,
     channel_timeout: Duration,
     grace: Duration,
     readiness: Arc<Readiness>,
     outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
+    metrics: Arc<Metrics>,
     concurrency: Option<Arc<Semaphore>>,
     inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)>,
     stop: CancellationToken,
@@ -486,6 +492,7 @@ async fn connect_app(w: AppWiring) {
             channel: channel.clone(),
             outputs: w.outputs.clone(),
             concurrency: w.concurrency.clone(),
+            metrics: w.metrics.app_channel(&name),
         });
         let span = tracing::info_span!("input", binding.name = %name);
         running.push(tokio::spawn(

@@ -36,10 +36,18 @@ impl InputState {
 pub struct InputStatus {
     pub name: String,
     pub component_type: String,
-    state: Mutex<(InputState, String)>,
+    state: Mutex<Current>,
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub dead_lettered: AtomicU64,
+}
+
+/// The state shown, plus what `Subscribed` said last, to show again on recovery.
+#[derive(Debug)]
+struct Current {
+    state: InputState,
+    detail: String,
+    subscribed_detail: String,
 }
 
 /// A point-in-time copy of an [`InputStatus`].
@@ -59,7 +67,11 @@ impl InputStatus {
         InputStatus {
             name: name.to_string(),
             component_type: component_type.to_string(),
-            state: Mutex::new((InputState::WaitingForApp, String::new())),
+            state: Mutex::new(Current {
+                state: InputState::WaitingForApp,
+                detail: String::new(),
+                subscribed_detail: String::new(),
+            }),
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -67,24 +79,46 @@ impl InputStatus {
     }
 
     pub fn set(&self, state: InputState, detail: impl Into<String>) {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = (state, detail.into());
+        let mut guard = self.lock();
+        guard.state = state;
+        guard.detail = detail.into();
+        if state == InputState::Subscribed {
+            guard.subscribed_detail = guard.detail.clone();
+        }
     }
 
     /// Moves back to `Subscribed` after a retried delivery went through.
     pub fn recovered(&self) {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.0 == InputState::Retrying {
-            *guard = (InputState::Subscribed, String::new());
+        self.leave(InputState::Retrying);
+    }
+
+    /// Moves back to `Subscribed` from `Error` once the backend is reachable
+    /// again (e.g. after a broker outage).
+    pub fn backend_recovered(&self) {
+        self.leave(InputState::Error);
+    }
+
+    fn leave(&self, state: InputState) {
+        let mut guard = self.lock();
+        if guard.state == state {
+            guard.state = InputState::Subscribed;
+            guard.detail = guard.subscribed_detail.clone();
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn state(&self) -> InputState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.lock().state
     }
 
     pub fn snapshot(&self) -> InputSnapshot {
-        let (state, detail) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (state, detail) = {
+            let guard = self.lock();
+            (guard.state, guard.detail.clone())
+        };
         InputSnapshot {
             name: self.name.clone(),
             component_type: self.component_type.clone(),
@@ -94,5 +128,43 @@ impl InputStatus {
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_restores_the_last_subscribed_detail() {
+        let s = InputStatus::new("in", "bindings.kafka");
+        s.set(InputState::Subscribed, "2 partition(s) assigned");
+        s.set(InputState::Error, "all brokers down");
+        // A retried delivery does not clear a backend error...
+        s.recovered();
+        assert_eq!(s.state(), InputState::Error);
+        // ...the backend coming back does.
+        s.backend_recovered();
+        let snap = s.snapshot();
+        assert_eq!(snap.state, InputState::Subscribed);
+        assert_eq!(snap.detail, "2 partition(s) assigned");
+
+        s.set(InputState::Retrying, "attempt 1 failed");
+        // The app still fails: the backend coming back changes nothing.
+        s.backend_recovered();
+        assert_eq!(s.state(), InputState::Retrying);
+        s.recovered();
+        assert_eq!(s.snapshot().detail, "2 partition(s) assigned");
+    }
+
+    #[test]
+    fn recovery_leaves_other_states_alone() {
+        let s = InputStatus::new("in", "bindings.kafka");
+        s.set(InputState::Stopped, "");
+        s.backend_recovered();
+        assert_eq!(s.state(), InputState::Stopped);
+        s.set(InputState::NotServed, "no app port configured");
+        s.backend_recovered();
+        assert_eq!(s.state(), InputState::NotServed);
     }
 }

@@ -12,6 +12,7 @@ pub enum ErrorKind {
     NotImplemented,
     NotFound,
     RequestTimeout,
+    MethodNotAllowed,
 }
 
 /// (kind, errorCode, HTTP status, gRPC code)
@@ -26,6 +27,7 @@ const TABLE: &[(ErrorKind, &str, StatusCode, Code)] = &[
     (ErrorKind::NotImplemented, "ERR_NOT_IMPLEMENTED", StatusCode::NOT_IMPLEMENTED, Code::Unimplemented),
     (ErrorKind::NotFound, "ERR_NOT_FOUND", StatusCode::NOT_FOUND, Code::NotFound),
     (ErrorKind::RequestTimeout, "ERR_REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
+    (ErrorKind::MethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented),
 ];
 
 impl ErrorKind {
@@ -141,6 +143,7 @@ mod tests {
             ErrorKind::NotImplemented,
             ErrorKind::NotFound,
             ErrorKind::RequestTimeout,
+            ErrorKind::MethodNotAllowed,
         ] {
             assert_eq!(TABLE.iter().filter(|r| r.0 == kind).count(), 1, "{kind:?}");
         }

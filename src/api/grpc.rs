@@ -1,15 +1,23 @@
 //! The gRPC Dapr API (default port 50001): `InvokeBinding`, `GetMetadata`,
 //! `SetMetadata`, `Shutdown`, plus server reflection. A gate in front of every
 //! service checks the API token and answers every other Dapr rpc UNIMPLEMENTED,
-//! naming its building block.
+//! naming its building block. [`serve`] runs it with the same connection
+//! limits as the HTTP shim.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
 use super::errors::building_block;
+use super::http::{GuardedStream, ServerLimits};
 use super::{ApiError, ApiState, ErrorKind};
 use crate::bindings::{BoxFuture, InvokeRequest};
 use crate::proto::runtime::v1 as pb;
@@ -80,11 +88,8 @@ impl Dapr for DaprApi {
         request: Request<pb::SetMetadataRequest>,
     ) -> Result<Response<()>, Status> {
         let r = request.into_inner();
-        self.state
-            .extended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.key, r.value);
+        super::http::set_extended_metadata(&self.state, r.key, r.value)
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(()))
     }
 
@@ -93,6 +98,94 @@ impl Dapr for DaprApi {
         let token = self.state.shutdown.clone();
         tokio::spawn(async move { token.cancel() });
         Ok(Response::new(()))
+    }
+}
+
+/// Serves the Dapr gRPC API (with reflection) on `listener` until `stop`.
+/// Connections count against `slots` (best not shared with the HTTP shim, so
+/// that one API cannot starve the other), must send the HTTP/2 preface and
+/// first frame within the header timeout, and are pinged so that dead peers
+/// are dropped.
+pub async fn serve(
+    state: Arc<ApiState>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    limits: ServerLimits,
+    slots: Arc<Semaphore>,
+) {
+    // Advertise only what this server serves (the descriptors also hold AppCallback).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("dapr.proto.runtime.v1.Dapr")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let (Ok(v1), Ok(v1alpha)) = (reflection().build_v1(), reflection().build_v1alpha()) else {
+        tracing::error!("cannot build the gRPC reflection service");
+        return;
+    };
+    let limit = state.max_request_bytes;
+    let dapr = crate::proto::runtime::v1::dapr_server::DaprServer::new(DaprApi {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(usize::MAX);
+    let served = tonic::transport::Server::builder()
+        // tonic leaves streams per connection unbounded unless told.
+        .max_concurrent_streams(Some(256))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(GateLayer { state })
+        .add_service(dapr)
+        .add_service(v1)
+        .add_service(v1alpha)
+        .serve_with_incoming_shutdown(incoming(listener, limits, slots), stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!("gRPC server failed: {e}");
+    }
+}
+
+/// Accepted connections, at most `slots` open at once (more are closed on
+/// accept), each guarded by the header timeout until it has started (see
+/// [`GuardedStream`]). Accept errors (out of file descriptors) back off instead of
+/// spinning, which tonic's own loop would do.
+pub fn incoming(
+    listener: TcpListener,
+    limits: ServerLimits,
+    slots: Arc<Semaphore>,
+) -> impl Stream<Item = std::io::Result<GuardedStream>> + Send + 'static {
+    futures::stream::unfold(listener, move |listener| {
+        let slots = slots.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            tracing::debug!(%peer, "gRPC connection refused: {} connections open", limits.max_connections);
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let guarded = GuardedStream::new(stream, limits.header_read_timeout, Some(slot));
+                        return Some((Ok(guarded), listener));
+                    }
+                    Err(e) => {
+                        tracing::warn!("gRPC accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+impl Connected for GuardedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.get_ref().connect_info()
     }
 }
 

@@ -2,27 +2,34 @@
 //! metadata and shutdown, with daprd's status codes and JSON error bodies.
 
 use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::{Extension, Router};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, ApiState, ErrorKind};
 use crate::bindings::InvokeRequest;
@@ -34,30 +41,195 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A request body must arrive within this time (slow senders).
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Limits that keep slow or hostile clients from holding the server.
+/// Limits that keep slow or hostile clients from holding the server. The
+/// defaults here are the only place these numbers are written.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// A request's headers must arrive within this time (slow-loris).
+    /// A request's headers must arrive within this time (slow-loris); so must
+    /// the first bytes of a new connection, HTTP/2 (and gRPC) included.
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time (slow senders): 408 after.
+    pub body_read_timeout: Duration,
     /// Open connections across all HTTP listeners; more are closed on accept.
     pub max_connections: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits { header_read_timeout: Duration::from_secs(10), max_connections: 4096 }
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The body read timeout, handed from [`serve`] to the handlers.
+#[derive(Debug, Clone, Copy)]
+struct BodyReadTimeout(Duration);
+
+/// The HTTP/2 connection preface. A client whose bytes so far are a prefix of
+/// it has not yet said which protocol it speaks.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An accepted connection that must start in time: until its first bytes show
+/// HTTP/1 (whose header timeout hyper enforces from there), or an HTTP/2 client
+/// has sent the preface and its whole first frame (SETTINGS), reads fail with
+/// `TimedOut` once the deadline has passed, which closes the connection. hyper
+/// has no such timeout of its own (its HTTP/1 header timeout starts only after
+/// protocol detection, and its HTTP/2 handshake waits forever), so an idle or
+/// trickling client would otherwise hold a connection slot for good. Holds the
+/// connection's slot until dropped.
+pub struct GuardedStream {
+    inner: TcpStream,
+    deadline: Option<Pin<Box<Sleep>>>,
+    start: StartWatch,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl GuardedStream {
+    pub fn new(
+        inner: TcpStream,
+        first_bytes_within: Duration,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        GuardedStream {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(first_bytes_within))),
+            start: StartWatch::default(),
+            _slot: slot,
+        }
+    }
+
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+}
+
+/// An HTTP/2 frame header: 3 bytes of length, type, flags, 4 bytes of stream id.
+const FRAME_HEADER: usize = 9;
+/// The largest first frame worth waiting for (the default SETTINGS_MAX_FRAME_SIZE).
+const MAX_FIRST_FRAME: usize = 16 << 10;
+
+/// Follows a connection's first bytes until it has started.
+#[derive(Debug, Default)]
+struct StartWatch {
+    /// Bytes seen so far.
+    seen: usize,
+    /// The length field of the first HTTP/2 frame (3 bytes after the preface).
+    frame_len: [u8; 3],
+}
+
+impl StartWatch {
+    /// True once the bytes so far show HTTP/1 (or garbage), end the stream, or
+    /// hold the HTTP/2 preface and a whole first frame.
+    fn feed(&mut self, new: &[u8]) -> bool {
+        if new.is_empty() {
+            return true;
+        }
+        let preface = H2_PREFACE.len();
+        for &byte in new {
+            let i = self.seen;
+            if i < preface && byte != H2_PREFACE[i] {
+                return true;
+            }
+            if (preface..preface + 3).contains(&i) {
+                self.frame_len[i - preface] = byte;
+            }
+            self.seen += 1;
+            if self.seen >= preface + FRAME_HEADER {
+                let [x, y, z] = self.frame_len;
+                let len = u32::from_be_bytes([0, x, y, z]) as usize;
+                if self.seen >= preface + FRAME_HEADER + len.min(MAX_FIRST_FRAME) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.deadline {
+            match &polled {
+                Poll::Ready(Ok(())) if this.start.feed(&buf.filled()[before..]) => {
+                    this.deadline = None;
+                }
+                // Polling the timer also wakes this read when the deadline passes.
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    this.deadline = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not start a request in time",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c) until `stop`, then lets the
 /// open connections finish their requests; the caller bounds that wait.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, limits: ServerLimits, slots: Arc<Semaphore>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    limits: ServerLimits,
+    slots: Arc<Semaphore>,
+) {
+    let router = router.layer(Extension(BodyReadTimeout(limits.body_read_timeout)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // Pings find dead h2c peers, whose connections would otherwise hold a slot.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -77,25 +249,45 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = GuardedStream::new(stream, limits.header_read_timeout, Some(slot));
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = watched.await {
                 tracing::debug!(%peer, "HTTP connection ended: {e}");
             }
-            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
 }
 
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route(
             "/v1.0/bindings/{name}",
-            post(invoke_binding).put(invoke_binding),
+            post(invoke_binding)
+                .put(invoke_binding)
+                .fallback(method_not_allowed),
         )
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
@@ -141,12 +333,32 @@ struct Envelope<'a> {
     operation: Option<String>,
 }
 
+/// How deeply `data` may nest: the limit of Go's `encoding/json`, which daprd uses.
+pub const MAX_DATA_DEPTH: usize = 10_000;
+
 /// Decodes `{"data": <any JSON>, "metadata": {..}, "operation": ".."}`; `data`
 /// becomes its compact JSON text, as daprd hands it to the binding.
 pub fn decode_envelope(body: &Bytes) -> Result<InvokeRequest, ApiError> {
+    // serde would also build the struct from a JSON array (`["x"]`); daprd takes objects only.
+    if body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        != Some(&b'{')
+    {
+        return Err(ApiError::malformed("expected a JSON object"));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ApiError::malformed)?;
     let data = match envelope.data {
-        Some(raw) => crate::json::compact(body, raw.get()),
+        Some(raw) => {
+            // serde_json skips over a raw value without recursing, so its depth
+            // limit does not apply here; refuse what Go's decoder (daprd) refuses.
+            if crate::json::nesting_depth(raw.get().as_bytes()) > MAX_DATA_DEPTH {
+                return Err(ApiError::malformed(format!(
+                    "data nests deeper than {MAX_DATA_DEPTH} levels"
+                )));
+            }
+            crate::json::compact(body, raw.get())
+        }
         None => Bytes::from_static(b"null"),
     };
     Ok(InvokeRequest {
@@ -156,21 +368,50 @@ pub fn decode_envelope(body: &Bytes) -> Result<InvokeRequest, ApiError> {
     })
 }
 
-async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// A `{name}` or `{key}` path segment, percent-decoded. A segment that does not
+/// decode to UTF-8 gets our JSON 400 instead of axum's plain-text rejection.
+struct PathName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| PathName(name))
+            .map_err(path_error)
+    }
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::new(
+        ErrorKind::MalformedRequest,
+        format!("invalid URL path: {}", rejection.body_text()),
+    )
+}
+
+/// Reads a body up to the request size limit, within the body read timeout.
+async fn read_body(state: &ApiState, request: Request) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
     let limit = state.max_request_bytes;
-    let declared = headers
+    let declared = parts
+        .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+    let within = parts
+        .extensions
+        .get::<BodyReadTimeout>()
+        .map_or_else(|| ServerLimits::default().body_read_timeout, |t| t.0);
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
             ApiError::new(
                 ErrorKind::RequestTimeout,
-                format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                format!("the request body did not arrive within {within:?}"),
             )
         })?;
     read.map_err(|e| {
@@ -187,11 +428,10 @@ async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<
 
 async fn invoke_binding(
     State(state): State<Arc<ApiState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    PathName(name): PathName,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, &headers, body).await?;
+    let body = read_body(&state, request).await?;
     let request = decode_envelope(&body)?;
     let response = state.invoke_output(&name, request).await?;
     let mut out = if response.data.is_empty() {
@@ -208,6 +448,17 @@ async fn invoke_binding(
         }
     }
     Ok(out)
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {}: output bindings take POST or PUT",
+            request.method(),
+            request.uri().path()
+        ),
+    )
 }
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
@@ -276,16 +527,40 @@ async fn metadata(State(state): State<Arc<ApiState>>) -> Response {
 
 async fn set_metadata(
     State(state): State<Arc<ApiState>>,
-    Path(key): Path<String>,
-    body: Bytes,
-) -> Response {
-    let value = String::from_utf8_lossy(&body).into_owned();
-    state
-        .extended
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, value);
-    StatusCode::NO_CONTENT.into_response()
+    PathName(key): PathName,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, request).await?;
+    set_extended_metadata(&state, key, String::from_utf8_lossy(&body).into_owned())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Extended metadata the app may set (keys and values together), so that a
+/// client looping over `SetMetadata` cannot grow the process without bound.
+pub const MAX_EXTENDED_METADATA_BYTES: usize = 1 << 20;
+
+/// Sets one extended metadata entry, within [`MAX_EXTENDED_METADATA_BYTES`].
+pub(super) fn set_extended_metadata(
+    state: &ApiState,
+    key: String,
+    value: String,
+) -> Result<(), ApiError> {
+    let mut map = state.extended.lock().unwrap_or_else(|p| p.into_inner());
+    let others: usize = map
+        .iter()
+        .filter(|(k, _)| **k != key)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if others + key.len() + value.len() > MAX_EXTENDED_METADATA_BYTES {
+        return Err(ApiError::new(
+            ErrorKind::RequestTooLarge,
+            format!(
+                "extended metadata is limited to {MAX_EXTENDED_METADATA_BYTES} bytes of keys and values in total"
+            ),
+        ));
+    }
+    map.insert(key, value);
+    Ok(())
 }
 
 async fn shutdown(State(state): State<Arc<ApiState>>) -> Response {
@@ -296,7 +571,11 @@ async fn shutdown(State(state): State<Arc<ApiState>>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn unserved(Path(params): Path<Vec<(String, String)>>) -> ApiError {
+async fn unserved(params: Result<Path<Vec<(String, String)>>, PathRejection>) -> ApiError {
+    let params = match params {
+        Ok(Path(params)) => params,
+        Err(rejection) => return path_error(rejection),
+    };
     let block = params
         .iter()
         .find(|(k, _)| k == "block")
@@ -364,6 +643,9 @@ mod tests {
             b"\"text\"",
             b"{\"metadata\": {\"n\": 1}}",
             b"{\"data\": 1",
+            // serde builds a struct from an array too; daprd does not.
+            b"[\"x\"]",
+            b" [{\"a\": 1}, {}, \"create\"]",
         ] {
             let e = decode_envelope(&Bytes::copy_from_slice(bad)).unwrap_err();
             assert_eq!(
@@ -374,5 +656,67 @@ mod tests {
             );
             assert!(e.message.starts_with("failed deserializing HTTP body: "));
         }
+    }
+
+    #[test]
+    fn a_connection_has_started_after_http1_bytes_or_the_h2_preface_and_first_frame() {
+        let started = |chunks: &[&[u8]]| {
+            let mut w = StartWatch::default();
+            chunks.iter().map(|c| w.feed(c)).collect::<Vec<_>>()
+        };
+        assert_eq!(started(&[b"G"]), [true], "HTTP/1");
+        assert_eq!(
+            started(&[b"\x16\x03\x01"]),
+            [true],
+            "TLS or garbage: hyper refuses it"
+        );
+        assert_eq!(started(&[b""]), [true], "EOF");
+        assert_eq!(
+            started(&[b"PRI * HTTP/2.0", b"\r\n\r\nSM\r\n\r\n"]),
+            [false, false],
+            "preface only"
+        );
+        assert_eq!(
+            started(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\0\0\0\x04\0\0\0\0\0"]),
+            [false, true],
+            "empty SETTINGS"
+        );
+        let mut settings = H2_PREFACE.to_vec();
+        settings.extend_from_slice(b"\0\0\x06\x04\0\0\0\0\0\0\x03\0\0");
+        assert_eq!(
+            started(&[&settings, b"\0\x64", b"more"]),
+            [false, true, true],
+            "SETTINGS with one entry, in parts"
+        );
+        assert_eq!(
+            started(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff"]),
+            [false],
+            "a huge first frame is waited for up to 16 KiB"
+        );
+        assert_eq!(
+            started(&[
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x04\0\0\0\0\0",
+                &[0; 16 << 10]
+            ]),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn data_may_nest_as_deep_as_go_allows_and_no_deeper() {
+        let nested = |depth: usize| {
+            Bytes::from(format!(
+                "{{\"operation\": \"create\", \"data\": {}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ))
+        };
+        let ok = decode_envelope(&nested(MAX_DATA_DEPTH)).unwrap();
+        assert_eq!(ok.data.len(), 2 * MAX_DATA_DEPTH);
+        let e = decode_envelope(&nested(MAX_DATA_DEPTH + 1)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::MalformedRequest);
+        assert!(e.message.contains("deeper than 10000"), "{}", e.message);
+        // Far deeper, without a stack overflow.
+        assert!(decode_envelope(&nested(1_000_000)).is_err());
     }
 }

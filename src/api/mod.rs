@@ -53,6 +53,7 @@ pub struct ApiState {
     pub outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
     pub components: Vec<ComponentInfo>,
     pub inputs: Vec<Arc<InputStatus>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub app: AppInfo,
     pub token: Option<String>,
     pub readiness: Arc<Readiness>,
@@ -89,10 +90,12 @@ impl ApiState {
             };
             return Err(ApiError::invoke_output(name, e));
         }
-        binding
-            .invoke(request)
-            .await
-            .map_err(|e| ApiError::invoke_output(name, e))
+        let started = std::time::Instant::now();
+        let result = binding.invoke(request).await;
+        if let Some(m) = self.metrics.output(name) {
+            m.record(result.is_ok(), started.elapsed());
+        }
+        result.map_err(|e| ApiError::invoke_output(name, e))
     }
 
     /// Checks a presented API token, in constant time.

@@ -151,6 +151,7 @@ pub struct AppSink {
     pub channel: Arc<dyn AppChannel>,
     pub outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
     pub concurrency: Option<Arc<Semaphore>>,
+    pub metrics: Option<Arc<crate::metrics::AppChannelMetrics>>,
 }
 
 impl EventSink for AppSink {
@@ -164,10 +165,15 @@ impl EventSink for AppSink {
                 ),
                 None => None,
             };
+            let started = std::time::Instant::now();
             let reply = self
                 .channel
                 .deliver(&self.app_name, &self.route, event)
-                .await?;
+                .await;
+            if let Some(m) = &self.metrics {
+                m.record(reply.is_ok(), started.elapsed());
+            }
+            let reply = reply?;
             if reply.to.is_empty() {
                 return Ok(());
             }

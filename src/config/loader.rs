@@ -219,6 +219,19 @@ fn load_text(
         if doc.text.trim().is_empty() {
             continue;
         }
+        if flow_depth(doc.text) > MAX_FLOW_DEPTH {
+            // libyaml takes time quadratic in this depth (100k `[` take minutes);
+            // serde_yaml would refuse the document anyway (its limit is 128).
+            let mut error = ConfigError::in_file(
+                file,
+                format!("invalid YAML: flow collections ([ or {{) nest deeper than {MAX_FLOW_DEPTH} levels"),
+            )
+            .at_line(Some(doc.start_line()));
+            error.component = doc.hint("metadata", "name");
+            error.component_type = doc.hint("spec", "type");
+            errors.push(error);
+            continue;
+        }
         let value: Value = match serde_yaml::from_str(doc.text) {
             Ok(v) => v,
             Err(e) => {
@@ -273,6 +286,60 @@ fn load_text(
             }
         }
     }
+}
+
+/// Deeper flow nesting than this is refused before parsing (see [`flow_depth`]).
+const MAX_FLOW_DEPTH: usize = 1000;
+
+/// How deeply `[` and `{` nest in a YAML text, skipping quoted scalars and
+/// comments. An estimate that errs high only for brackets inside block or
+/// plain scalars, far below any limit that matters.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    // Whether a quote or `#` here would start a quoted scalar or a comment.
+    let mut at_token_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '#' if at_token_start => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' if at_token_start => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' if at_token_start => {
+                while let Some(c) = chars.next() {
+                    if c == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        at_token_start = c.is_whitespace() || matches!(c, '[' | '{' | ',' | ':' | '-' | '?');
+    }
+    max
 }
 
 /// serde_yaml appends "at line X column Y"; we print our own file-relative line instead.
@@ -553,6 +620,52 @@ fn check_duplicates(components: &mut Vec<Component>, errors: &mut Vec<ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measures_flow_nesting_outside_quotes_and_comments() {
+        assert_eq!(flow_depth("a: [1, {b: [2]}]\n"), 3);
+        assert_eq!(flow_depth("a: \"[[[[\" # [[[[\nb: '[[''[['\n"), 0);
+        assert_eq!(
+            flow_depth("a: \"x\\\"[\"\nb: [c]\n"),
+            1,
+            "an escaped quote does not end the string"
+        );
+        assert_eq!(
+            flow_depth("a: it's [x]\n"),
+            1,
+            "an apostrophe inside a word is no quote"
+        );
+        assert_eq!(flow_depth(&"[".repeat(100_000)), 100_000);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_quickly() {
+        // 100k levels took libyaml minutes; refused up front, with the name kept.
+        let text = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: deep\nspec:\n  type: bindings.kafka\n  metadata: {}\n",
+            "[a: ".repeat(100_000)
+        );
+        let (components, errors) = load_str(Path::new("deep.yaml"), &text, "app");
+        assert!(components.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("nest deeper than 1000"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[0].component.as_deref(), Some("deep"));
+        // Nesting serde_yaml itself refuses is still its error.
+        let (_, errors) = load_str(
+            Path::new("d.yaml"),
+            &format!("a: {}\n", "[".repeat(200)),
+            "app",
+        );
+        assert!(
+            errors[0].message.contains("recursion limit"),
+            "{}",
+            errors[0]
+        );
+    }
 
     #[test]
     fn splits_documents_with_lines() {

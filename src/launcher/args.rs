@@ -193,6 +193,9 @@ pub fn try_parse_cli(argv: impl IntoIterator<Item = OsString>) -> Result<Cli, cl
         if !given("dapr_http_port") {
             args.sidecar.dapr_http_port = 0;
         }
+        if !given("metrics_port") {
+            args.sidecar.metrics_port = 0;
+        }
         if !given("dapr_grpc_port") {
             args.sidecar.dapr_grpc_port = 0;
         }

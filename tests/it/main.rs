@@ -6,15 +6,18 @@ mod sdk_procs;
 
 mod api_errors;
 mod broker_faults;
+mod broker_restart;
 mod config_errors;
 mod cron;
 mod deploy;
 mod grpcurl;
+mod hostile;
 mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;
 mod launcher;
+mod metrics;
 mod output_grpc;
 mod output_http;
 mod quickstart;

@@ -3,6 +3,9 @@
 //! each partition strictly in order. An offset is stored only after the app
 //! accepted the message (or it went to the dead-letter topic); revocation and
 //! shutdown wait for in-flight deliveries, within a bound, and commit.
+//!
+//! When every broker is down, fetching is paused until the brokers are back
+//! and know the assigned topics again (see [`InputContext::hold_fetches`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +50,8 @@ struct Shared {
     meta: Arc<KafkaMetadata>,
     sink: Arc<dyn EventSink>,
     status: Arc<InputStatus>,
+    /// Down from "all brokers down" until the brokers answer again.
+    health: Arc<BrokerHealth>,
     dead_letter: Option<FutureProducer<KafkaContext>>,
     runtime: tokio::runtime::Handle,
     /// How long a revocation or shutdown waits for in-flight deliveries.
@@ -67,6 +72,8 @@ struct InputContext {
     consumer: OnceLock<Weak<Consumer_>>,
     shared: Arc<Shared>,
     workers: Mutex<HashMap<(String, i32), Worker>>,
+    /// Set when every broker went down: fetching stays paused until cleared.
+    outage: AtomicBool,
 }
 
 impl ClientContext for InputContext {
@@ -74,6 +81,9 @@ impl ClientContext for InputContext {
         self.client.log(level, fac, message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.hold_fetches();
+        }
         self.client.error(error, reason)
     }
 }
@@ -131,10 +141,22 @@ impl ConsumerContext for InputContext {
                         },
                     );
                 }
+                let assigned = workers.len();
+                drop(workers);
+                // Partitions paused in an earlier outage stay paused in librdkafka
+                // when assigned again: set their state explicitly.
+                let held = if self.outage.load(Ordering::Acquire) {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
+                if let Err(e) = held {
+                    tracing::warn!(binding.name = %self.shared.name, "cannot pause/resume the assigned partitions: {e}");
+                }
                 tracing::info!(binding.name = %self.shared.name, partitions = tpl.count(), "partitions assigned");
                 self.shared.status.set(
                     InputState::Subscribed,
-                    format!("{} partition(s) assigned", workers.len()),
+                    format!("{assigned} partition(s) assigned"),
                 );
             }
             Rebalance::Revoke(_) => {}
@@ -154,6 +176,37 @@ impl ConsumerContext for InputContext {
 }
 
 impl InputContext {
+    /// Pauses fetching of every assigned partition: all brokers are down.
+    ///
+    /// librdkafka 2.12.1 dereferences a NULL topic name (SIGSEGV, the whole
+    /// process) when a Fetch response for a topic the broker does not know
+    /// carries KIP-951 leader tags with a zero topic id, as tansu sends. After
+    /// a restart that lost a topic (or made it again under a new id), the
+    /// consumer's first fetch names the old topic id, before any metadata.
+    /// Paused partitions are not fetched, so the first fetches after an outage
+    /// only happen once [`release_fetches`] saw the topics in fresh metadata
+    /// (which also gives librdkafka their new ids). Runs on the main-queue
+    /// thread; offsets are untouched, so nothing is skipped.
+    fn hold_fetches(&self) {
+        let first = !self.outage.swap(true, Ordering::AcqRel);
+        if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
+            match consumer.assignment() {
+                Ok(tpl) if tpl.count() > 0 => {
+                    if let Err(e) = consumer.pause(&tpl) {
+                        tracing::warn!(binding.name = %self.shared.name, "cannot pause fetching: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(binding.name = %self.shared.name, "cannot read the assignment to pause it: {e}")
+                }
+            }
+        }
+        if first {
+            tracing::info!(binding.name = %self.shared.name, "fetching paused until the brokers are back");
+        }
+    }
+
     /// Cancels the workers of `keys` (all when `None`) and waits, within the drain
     /// bound, until each has finished the delivery it had in flight.
     fn stop_workers(&self, keys: Option<&[(String, i32)]>) {
@@ -307,6 +360,11 @@ async fn deliver_until_done(w: &PartitionWorker, r: &Received) -> bool {
                 if attempt > 1 {
                     tracing::info!(offset = r.offset, attempt, "delivered after retrying");
                     status.recovered();
+                }
+                // A message from the prefetch queue proves nothing about the
+                // brokers: leave `error` only once they are known to be back.
+                if !w.shared.health.is_down() {
+                    status.backend_recovered();
                 }
                 return true;
             }
@@ -483,6 +541,7 @@ impl InputBinding for KafkaInput {
                 meta: meta.clone(),
                 sink,
                 status: status.clone(),
+                health: health.clone(),
                 dead_letter,
                 runtime: tokio::runtime::Handle::current(),
                 drain: grace,
@@ -496,6 +555,7 @@ impl InputBinding for KafkaInput {
                 consumer: OnceLock::new(),
                 shared: shared.clone(),
                 workers: Mutex::new(HashMap::new()),
+                outage: AtomicBool::new(false),
             };
             let consumer: Arc<Consumer_> = match consumer_config(&name, &meta, grace)
                 .create_with_context(context)
@@ -552,7 +612,14 @@ impl InputBinding for KafkaInput {
 fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, status: &InputStatus) {
     let name = &consumer.context().shared.name;
     let mut last_error: Option<(String, Instant)> = None;
+    let mut last_probe = Instant::now();
     while !shutdown.is_cancelled() {
+        let context = consumer.context();
+        let held = context.outage.load(Ordering::Acquire) || context.shared.health.is_down();
+        if held && last_probe.elapsed() >= PROBE_INTERVAL {
+            release_fetches(consumer, status);
+            last_probe = Instant::now();
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(msg)) => {
@@ -583,5 +650,62 @@ fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, stat
                 status.set(InputState::Error, text);
             }
         }
+    }
+}
+
+/// How often the brokers are probed while fetching is held after an outage.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Resumes fetching of each assigned partition the brokers' metadata has
+/// again, once they answer; the outage is over when every one has resumed.
+/// Runs on the main-queue thread, like [`InputContext::hold_fetches`], so the
+/// two never interleave.
+fn release_fetches(consumer: &Arc<Consumer_>, status: &InputStatus) {
+    let context = consumer.context();
+    let name = &context.shared.name;
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(binding.name = %name, "cannot read the assignment: {e}");
+            return;
+        }
+    };
+    // All topics: asking for named ones could auto-create them. The answer also
+    // gives librdkafka the topics' current ids, which the next fetches use.
+    let metadata = match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(binding.name = %name, "brokers still unreachable: {e}");
+            return;
+        }
+    };
+    if context.shared.health.mark_up() {
+        tracing::info!(binding.name = %name, "Kafka brokers reachable again");
+    }
+    status.backend_recovered();
+    let mut ready = TopicPartitionList::new();
+    let mut missing = 0;
+    for e in assignment.elements() {
+        let known = metadata.topics().iter().any(|t| {
+            t.name() == e.topic()
+                && t.error().is_none()
+                && t.partitions().iter().any(|p| p.id() == e.partition())
+        });
+        if known {
+            ready.add_partition(e.topic(), e.partition());
+        } else {
+            missing += 1;
+            tracing::debug!(binding.name = %name, topic = e.topic(), partition = e.partition(), "not in the brokers' metadata yet: its fetching stays paused");
+        }
+    }
+    if ready.count() > 0 {
+        if let Err(e) = consumer.resume(&ready) {
+            tracing::warn!(binding.name = %name, "cannot resume fetching: {e}");
+            return;
+        }
+    }
+    if missing == 0 {
+        context.outage.store(false, Ordering::Release);
+        tracing::info!(binding.name = %name, partitions = ready.count(), "fetching resumed");
     }
 }

@@ -29,6 +29,10 @@ pub(crate) fn client_config(binding: &str, meta: &KafkaMetadata) -> ClientConfig
                 .clone()
                 .unwrap_or_else(|| format!("outrigger-{binding}")),
         )
+        // After a broker restart, reconnect within a second instead of backing
+        // off up to 10 s: records waiting for a retry are timed out only by their
+        // broker's thread, so the backoff would also stretch `produceTimeout`.
+        .set("reconnect.backoff.max.ms", "1000")
         // librdkafka logs through our context at the level we choose.
         .set_log_level(RDKafkaLogLevel::Info);
     let tls = meta.tls.is_some();

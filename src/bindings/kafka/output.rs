@@ -83,8 +83,17 @@ impl KafkaOutput {
 
     fn map_error(&self, e: KafkaError, topic: &str) -> BindingError {
         match e.rdkafka_error_code() {
+            // The record may have reached the broker before the connection
+            // broke: never say it was not sent.
             Some(RDKafkaErrorCode::MessageTimedOut) => match self.health.problem() {
-                Some(p) => BindingError::Unavailable(p),
+                Some(p) => BindingError::Backend {
+                    context: format!(
+                        "no acknowledgement within {:?} and the broker is unreachable ({p}); \
+                         the message may or may not have been written",
+                        self.produce_timeout
+                    ),
+                    source: Box::new(e),
+                },
                 None => BindingError::Timeout(self.produce_timeout),
             },
             Some(RDKafkaErrorCode::QueueFull) => {

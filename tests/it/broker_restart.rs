@@ -1,0 +1,748 @@
+//! The broker restarts or stalls under a running `outrigger sidecar` process.
+//! Output: every write the sidecar acknowledged is on the topic after a restart
+//! (durable storage: tansu on a local S3 server), failed writes get a 500 in
+//! bounded time, a stalled broker gets bounded answers and nothing piles up.
+//! Input: every message is delivered at least once and in order per partition
+//! across a restart, and the sidecar process survives the restart of a broker
+//! that lost its topics (memory storage), which crashes librdkafka 2.12.1 if
+//! fetching is not held back.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+use crate::input_apps::*;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+/// The `produceTimeout` of the output tests, and the slack allowed on top of it
+/// for an answer (a bound on hanging, not a performance figure).
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+const ANSWER_SLACK: Duration = Duration::from_secs(4);
+
+/// Where a test broker keeps its data.
+enum Storage {
+    /// Lost when the broker stops.
+    Memory,
+    /// A bucket on a local S3-compatible server (moto), which outlives the broker.
+    S3 { server: Child, port: u16 },
+}
+
+/// A tansu broker on a fixed loopback port that can be killed, restarted,
+/// stalled (SIGSTOP) and resumed.
+pub struct TestBroker {
+    tansu: Option<Child>,
+    pub port: u16,
+    storage: Storage,
+    dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    pub fn memory() -> TestBroker {
+        let mut b = TestBroker {
+            tansu: None,
+            port: free_port(),
+            storage: Storage::Memory,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.spawn_tansu();
+        b
+    }
+
+    /// A broker whose topics, records and committed offsets survive a restart.
+    pub fn durable() -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("s3.log")).unwrap();
+        let server = Command::new(repo_root().join(".tools/venv/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start moto_server (run scripts/test-deps.sh)");
+        let mut b = TestBroker {
+            tansu: None,
+            port: free_port(),
+            storage: Storage::S3 { server, port },
+            dir,
+        };
+        wait_for("the S3 server to listen", Duration::from_secs(60), || {
+            port_open(port).then_some(())
+        });
+        create_bucket(port, "tansu");
+        b.spawn_tansu();
+        b
+    }
+
+    fn spawn_tansu(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .unwrap();
+        let mut cmd = Command::new(tool("tansu"));
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(log)
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+        match &self.storage {
+            Storage::Memory => {
+                cmd.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Storage::S3 { port, .. } => {
+                cmd.args(["--storage-engine", "s3://tansu/"])
+                    .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+                    .env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_DEFAULT_REGION", "us-east-1")
+                    .env("AWS_ALLOW_HTTP", "true")
+                    .env_remove("AWS_SESSION_TOKEN")
+                    .env_remove("AWS_PROFILE");
+            }
+        }
+        self.tansu = Some(cmd.spawn().expect("start tansu"));
+        let port = self.port;
+        wait_for("tansu to listen", Duration::from_secs(20), || {
+            port_open(port).then_some(())
+        });
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no goodbye to clients; with memory storage everything is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.tansu.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (and the same storage).
+    pub fn restart(&mut self) {
+        assert!(self.tansu.is_none(), "kill the broker first");
+        self.spawn_tansu();
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.tansu.as_ref().expect("broker running").id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to tansu");
+    }
+
+    /// Freezes the broker: connections stay open, nothing is answered.
+    pub fn stall(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if self.tansu.is_some() {
+            self.resume();
+        }
+        self.kill();
+        if let Storage::S3 { server, .. } = &mut self.storage {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+/// `PUT /{bucket}` on the S3 server.
+fn create_bucket(port: u16, bucket: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "create bucket: {answer}"
+    );
+}
+
+/// Creates a topic and waits until the broker reports it.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in futures::executor::block_on(admin.create_topics(&topics, &options)).unwrap() {
+        r.expect("create topic");
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    wait_for(
+        &format!("topic {topic} in metadata"),
+        Duration::from_secs(10),
+        || {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .ok()?;
+            let t = md.topics().iter().find(|t| t.name() == topic)?;
+            (t.error().is_none() && t.partitions().len() == partitions as usize).then_some(())
+        },
+    );
+}
+
+/// An `outrigger sidecar` child process; killed on drop.
+struct SidecarBin {
+    child: Child,
+    http: u16,
+    log: std::path::PathBuf,
+}
+
+impl SidecarBin {
+    fn start(dir: &Path, app_port: Option<u16>) -> SidecarBin {
+        let http = free_port();
+        let log = dir.join("sidecar.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(outrigger_bin());
+        cmd.arg("sidecar")
+            .args(["--app-id", "restarts"])
+            .args(["--dapr-http-port", &http.to_string()])
+            .args(["--dapr-grpc-port", &free_port().to_string()])
+            .args(["--dapr-listen-addresses", "127.0.0.1"])
+            .arg("--resources-path")
+            .arg(dir)
+            .args(["--log-level", "info"])
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .stdin(Stdio::null());
+        if let Some(port) = app_port {
+            cmd.args(["--app-port", &port.to_string()]);
+        }
+        let child = cmd.spawn().expect("start outrigger sidecar");
+        let mut s = SidecarBin { child, http, log };
+        wait_for("the sidecar's HTTP port", DEADLINE, || {
+            s.assert_alive();
+            port_open(http).then_some(())
+        });
+        s
+    }
+
+    fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    /// Panics, with the end of its log, if the process has exited (e.g. SIGSEGV).
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "the sidecar process died: {status:?}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+
+    /// Resident memory, from /proc.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+}
+
+impl Drop for SidecarBin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The answer to one `create` through the sidecar.
+#[derive(Debug, Clone)]
+struct Outcome {
+    data: String,
+    status: u16,
+    body: Value,
+    took: Duration,
+}
+
+impl Outcome {
+    fn acked(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Posts one `create`; status 0 when no answer came within a minute.
+async fn post(client: &reqwest::Client, http: &str, data: &str) -> Outcome {
+    let started = Instant::now();
+    let body = serde_json::json!({"data": data, "operation": "create"});
+    let sent = client
+        .post(format!("{http}/v1.0/bindings/orders"))
+        .json(&body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let (status, body) = match sent {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(e) => (0, Value::String(e.to_string())),
+    };
+    Outcome {
+        data: data.to_string(),
+        status,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// A failed write: 500 with Dapr's output binding error, answered in bounded time.
+fn assert_failed_cleanly(o: &Outcome, timeout: Duration) {
+    assert_eq!(o.status, 500, "{o:?}");
+    assert_eq!(o.body["errorCode"], "ERR_INVOKE_OUTPUT_BINDING", "{o:?}");
+    assert!(
+        o.took <= timeout + ANSWER_SLACK,
+        "answered after {:?} with produceTimeout {timeout:?}: {o:?}",
+        o.took
+    );
+}
+
+/// Every payload on `topic`, as written by the sidecar (JSON strings).
+async fn topic_payloads(brokers: String, topic: String, at_least: usize) -> Vec<String> {
+    tokio::task::spawn_blocking(move || {
+        // Wait for what must be there, then take whatever else is.
+        read_topic(&brokers, &topic, at_least, Duration::from_secs(60));
+        read_all(&brokers, &topic, Duration::from_secs(3))
+            .iter()
+            .map(|r| r.text())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_a_broker_restart() {
+    const WRITERS: usize = 4;
+    const RESTARTS: usize = 3;
+    let mut broker = TestBroker::durable();
+    let topic = unique("acked");
+    create_topic(&broker.addr(), &topic, 2);
+    let timeout = format!("{}s", PRODUCE_TIMEOUT.as_secs());
+    let dir = components_dir(&[kafka_component(
+        "orders",
+        &broker.addr(),
+        &[("publishTopic", &topic), ("produceTimeout", &timeout)],
+    )]);
+    let mut sidecar = SidecarBin::start(dir.path(), None);
+    let http = sidecar.http();
+
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (outcomes, stop, http) = (outcomes.clone(), stop.clone(), http.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                let o = post(&client, &http, &format!("w{w}-{n}")).await;
+                n += 1;
+                let failed = !o.acked();
+                outcomes.lock().unwrap().push(o);
+                if failed {
+                    // Pacing, not synchronisation: failures come back at once.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    let count = |pred: fn(&Outcome) -> bool| {
+        let outcomes = outcomes.clone();
+        move || outcomes.lock().unwrap().iter().filter(|o| pred(o)).count()
+    };
+    let acked = count(Outcome::acked);
+    let failed = count(|o| !o.acked());
+
+    wait_cond("30 writes acknowledged", DEADLINE, || acked() >= 30).await;
+    for round in 0..RESTARTS {
+        broker.kill();
+        let failed_before = failed();
+        wait_cond(
+            &format!("5 writes refused while the broker is down ({round})"),
+            DEADLINE,
+            || failed() >= failed_before + 5,
+        )
+        .await;
+        let acked_while_down = acked();
+        broker.restart();
+        wait_cond(
+            &format!("30 more writes acknowledged after restart {round}"),
+            DEADLINE,
+            || acked() >= acked_while_down + 30,
+        )
+        .await;
+        sidecar.assert_alive();
+    }
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    sidecar.assert_alive();
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    let (ok, refused): (Vec<&Outcome>, Vec<&Outcome>) = outcomes.iter().partition(|o| o.acked());
+    for o in &refused {
+        assert_failed_cleanly(o, PRODUCE_TIMEOUT);
+    }
+    for o in &ok {
+        assert!(
+            o.took <= PRODUCE_TIMEOUT + ANSWER_SLACK,
+            "acknowledged after {:?}",
+            o.took
+        );
+    }
+    let on_topic = topic_payloads(broker.addr(), topic, ok.len()).await;
+    let found: HashSet<&str> = on_topic.iter().map(String::as_str).collect();
+    let lost: Vec<&str> = ok
+        .iter()
+        .map(|o| o.data.as_str())
+        .filter(|d| !found.contains(format!("\"{d}\"").as_str()))
+        .collect();
+    let refused_but_written = refused
+        .iter()
+        .filter(|o| found.contains(format!("\"{}\"", o.data).as_str()))
+        .count();
+    let slowest_refusal = refused.iter().map(|o| o.took).max().unwrap_or_default();
+    println!(
+        "output across {RESTARTS} restarts: {} sent, {} acknowledged, {} refused ({} of them written anyway, \
+         slowest refusal {slowest_refusal:?}), {} records on the topic ({} distinct), {} acknowledged missing",
+        outcomes.len(),
+        ok.len(),
+        refused.len(),
+        refused_but_written,
+        on_topic.len(),
+        found.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not on the topic after the restart: {lost:?}"
+    );
+}
+
+/// Checks at-least-once and per-partition order in what the app accepted:
+/// every expected offset was accepted, and within a partition the offsets
+/// never jump ahead (a redelivery may go back, never skip). Returns how many
+/// deliveries were repeats.
+fn assert_at_least_once_in_order(app: &HttpApp, partitions: i32, per_partition: i64) -> usize {
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for c in app.accepted() {
+        by_partition
+            .entry(c.partition().unwrap())
+            .or_default()
+            .push(c.offset().unwrap());
+    }
+    let mut repeats = 0;
+    for p in 0..partitions {
+        let offsets = by_partition.get(&p).cloned().unwrap_or_default();
+        let distinct: BTreeSet<i64> = offsets.iter().copied().collect();
+        assert_eq!(
+            distinct,
+            (0..per_partition).collect::<BTreeSet<_>>(),
+            "partition {p}: every offset delivered"
+        );
+        let mut high = -1;
+        for o in &offsets {
+            assert!(
+                *o <= high + 1,
+                "partition {p}: offset {o} delivered before {} ({offsets:?})",
+                high + 1
+            );
+            high = high.max(*o);
+        }
+        repeats += offsets.len() - distinct.len();
+    }
+    repeats
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_is_delivered_when_the_broker_restarts_mid_stream() {
+    const PARTITIONS: i32 = 2;
+    const BEFORE: usize = 200;
+    const AFTER: usize = 40;
+    let mut broker = TestBroker::durable();
+    let topic = unique("restart");
+    create_topic(&broker.addr(), &topic, PARTITIONS);
+    produce(&broker.addr(), &topic, numbered(BEFORE, PARTITIONS)).await;
+    // Slow enough that the restart lands mid-stream.
+    let app = HttpApp::builder()
+        .script(|_| Answer::After(Duration::from_millis(20), 200))
+        .start()
+        .await;
+    let dir = components_dir(&[input_component(
+        "stream",
+        &broker.addr(),
+        &topic,
+        &unique("group"),
+        &[],
+    )]);
+    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    let http = sidecar.http();
+
+    wait_cond("40 deliveries before the restart", DEADLINE, || {
+        app.accepted_count() >= 40
+    })
+    .await;
+    broker.kill();
+    wait_input_state(&http, "stream", "error", DEADLINE).await;
+    let before_restart = app.accepted_count();
+    broker.restart();
+    let late = (BEFORE..BEFORE + AFTER)
+        .map(|i| Msg::new(format!("m{i}")).partition(i as i32 % PARTITIONS));
+    produce(&broker.addr(), &topic, late).await;
+
+    let per_partition = ((BEFORE + AFTER) / PARTITIONS as usize) as i64;
+    wait_until(
+        "every message, old and new, delivered",
+        Duration::from_secs(120),
+        || {
+            sidecar.assert_alive();
+            let distinct: HashSet<(i32, i64)> = app
+                .accepted()
+                .iter()
+                .map(|c| (c.partition().unwrap(), c.offset().unwrap()))
+                .collect();
+            let done = distinct.len() == BEFORE + AFTER;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        before_restart < BEFORE,
+        "the restart must land mid-stream ({before_restart} delivered before)"
+    );
+    let repeats = assert_at_least_once_in_order(&app, PARTITIONS, per_partition);
+    wait_input_state(&http, "stream", "subscribed", DEADLINE).await;
+    sidecar.assert_alive();
+    println!(
+        "input across a restart: {} messages, {} delivered before the restart, {} deliveries in all ({repeats} repeats)",
+        BEFORE + AFTER,
+        before_restart,
+        app.accepted_count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sidecar_survives_restarts_of_a_broker_that_loses_its_topics() {
+    const RESTARTS: usize = 5;
+    let mut broker = TestBroker::memory();
+    let topic = unique("outage");
+    create_topic(&broker.addr(), &topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    let app = HttpApp::start().await;
+    let dir = components_dir(&[input_component(
+        "outage",
+        &broker.addr(),
+        &topic,
+        &unique("group"),
+        &[],
+    )]);
+    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    let http = sidecar.http();
+    wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
+
+    for round in 0..RESTARTS {
+        broker.kill();
+        wait_input_state(&http, "outage", "error", DEADLINE).await;
+        // Memory storage: the broker comes back without the topic, the group or
+        // the offsets; the topic is made again at once, under a new id, while
+        // the consumer still holds the old one.
+        broker.restart();
+        create_topic(&broker.addr(), &topic, 1);
+        let text = format!("after outage {round}");
+        produce(&broker.addr(), &topic, [Msg::new(text.clone())]).await;
+        wait_until(
+            &format!("the message produced after outage {round}"),
+            DEADLINE,
+            || {
+                sidecar.assert_alive();
+                let got = app.accepted().iter().any(|c| c.text() == text);
+                async move { got.then_some(()) }
+            },
+        )
+        .await;
+        wait_input_state(&http, "outage", "subscribed", DEADLINE).await;
+    }
+    sidecar.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_broker_gets_bounded_answers_and_nothing_piles_up() {
+    const STALLED_WRITES: usize = 100;
+    const CONCURRENCY: usize = 25;
+    let produce_timeout = Duration::from_secs(2);
+    let broker = TestBroker::memory();
+    let topic = unique("stall");
+    create_topic(&broker.addr(), &topic, 1);
+    let dir = components_dir(&[kafka_component(
+        "orders",
+        &broker.addr(),
+        &[("publishTopic", &topic), ("produceTimeout", "2s")],
+    )]);
+    let mut sidecar = SidecarBin::start(dir.path(), None);
+    let http = sidecar.http();
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let o = post(&client, &http, &format!("warm-{i}")).await;
+        assert!(o.acked(), "{o:?}");
+        acked.push(o.data);
+    }
+    let rss_before = sidecar.rss_kib();
+
+    broker.stall();
+    let stalled: Vec<Outcome> = futures::stream::iter(0..STALLED_WRITES)
+        .map(|i| {
+            let (client, http) = (client.clone(), http.clone());
+            async move { post(&client, &http, &format!("stalled-{i}")).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    // The API itself is not held up by the stalled broker.
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        reqwest::get(format!("{http}/v1.0/healthz")),
+    )
+    .await
+    .expect("healthz answers while the broker is stalled")
+    .unwrap();
+    assert_eq!(health.status(), 204);
+    let rss_during = sidecar.rss_kib();
+    for o in &stalled {
+        assert_failed_cleanly(o, produce_timeout);
+    }
+    // Nothing piles up: a hundred timed-out writes leave no lasting weight.
+    assert!(
+        rss_during < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_during} KiB"
+    );
+
+    broker.resume();
+    let mut attempt = 0;
+    let first = wait_until("a write accepted after the stall", DEADLINE, || {
+        attempt += 1;
+        let (client, http) = (client.clone(), http.clone());
+        async move {
+            let o = post(&client, &http, &format!("after-{attempt}")).await;
+            if o.acked() {
+                return Some(o.data);
+            }
+            assert_failed_cleanly(&o, produce_timeout);
+            None
+        }
+    })
+    .await;
+    acked.push(first);
+    for i in 0..10 {
+        let o = post(&client, &http, &format!("next-{i}")).await;
+        assert!(o.acked(), "{o:?}");
+        acked.push(o.data);
+    }
+    sidecar.assert_alive();
+    let on_topic = topic_payloads(broker.addr(), topic, acked.len()).await;
+    let found: HashSet<&str> = on_topic.iter().map(String::as_str).collect();
+    for d in &acked {
+        assert!(
+            found.contains(format!("\"{d}\"").as_str()),
+            "{d} acknowledged but not on the topic"
+        );
+    }
+    let slowest = stalled.iter().map(|o| o.took).max().unwrap();
+    println!(
+        "stalled broker: {STALLED_WRITES} writes refused (slowest answer {slowest:?} with produceTimeout {produce_timeout:?}), \
+         RSS {rss_before} -> {rss_during} KiB; {} acknowledged writes all on the topic ({} records)",
+        acked.len(),
+        on_topic.len()
+    );
+}
+
+// Not guardable from outrigger: with no outage to react to, the first fetch after
+// the deletion gets tansu's unknown-topic answer (zero topic id, KIP-951 leader
+// tags) and librdkafka 2.12.1 (also 2.16.0) dereferences a NULL topic name.
+// Kafka itself does not send those tags with UNKNOWN_TOPIC_*. Run with
+// `--ignored` to check a librdkafka upgrade or patch (notes: broker-faults.md).
+#[ignore = "librdkafka SIGSEGV on tansu's answer for a deleted topic; no workaround outside librdkafka"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sidecar_survives_the_deletion_of_a_consumed_topic() {
+    let broker = TestBroker::memory();
+    let topic = unique("deleted");
+    create_topic(&broker.addr(), &topic, 1);
+    produce(&broker.addr(), &topic, numbered(3, 1)).await;
+    let app = HttpApp::start().await;
+    let dir = components_dir(&[input_component(
+        "gone",
+        &broker.addr(),
+        &topic,
+        &unique("group"),
+        &[],
+    )]);
+    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let deleted = admin
+        .delete_topics(&[topic.as_str()], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    // The consumer learns of the deletion from its next fetches and metadata;
+    // then the group rebalances to nothing. The sidecar must still be there.
+    wait_input_state(&sidecar.http(), "gone", "subscribed", DEADLINE).await;
+    wait_until("the partition to be revoked", DEADLINE, || {
+        sidecar.assert_alive();
+        let http = sidecar.http();
+        async move {
+            let s = input_status(&http, "gone").await;
+            (s["detail"] == "0 partition(s) assigned").then_some(())
+        }
+    })
+    .await;
+    sidecar.assert_alive();
+}

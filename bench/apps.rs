@@ -63,7 +63,7 @@ pub async fn measure_input(
     let port = listener.local_addr().unwrap().port();
     let server = if protocol == "grpc" {
         let svc = AppCallbackServer::new(GrpcApp(counter.clone()));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = crate::nodelay_incoming(listener);
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)

@@ -151,6 +151,9 @@ async fn one(c: &Client_, body: &Bytes) {
     }
 }
 
+/// HTTP/2 connections the gRPC callers share.
+const GRPC_CONNECTIONS: usize = 4;
+
 /// `concurrency` callers, each sending one request after the other, for `duration`.
 pub async fn run(
     t: Transport,
@@ -161,60 +164,33 @@ pub async fn run(
     concurrency: usize,
     duration: Duration,
 ) -> Stats {
-    let c = Arc::new(client(t, brokers, topic, sidecar).await);
+    // gRPC callers share a few HTTP/2 connections, as apps with several
+    // channels (or processes) would; HTTP callers get pooled connections.
+    let connections = if t == Transport::Grpc {
+        concurrency.clamp(1, GRPC_CONNECTIONS)
+    } else {
+        1
+    };
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Arc::new(client(t, brokers, topic, sidecar).await));
+    }
     let body = bodies(t, payload);
     // Warm the path (connections, metadata) before timing.
-    for _ in 0..10 {
-        one(&c, &body).await;
+    for c in &clients {
+        for _ in 0..10 {
+            one(c, &body).await;
+        }
     }
     let all = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (c, body, all) = (c.clone(), body.clone(), all.clone());
+    for i in 0..concurrency {
+        let (c, body, all) = (clients[i % connections].clone(), body.clone(), all.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::with_capacity(4096);
             while Instant::now() < deadline {
-                let t0 = Instant::now();
-                one(&c, &body).await;
-                mine.push(t0.elapsed());
-            }
-            all.lock().await.extend(mine);
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let elapsed = started.elapsed();
-    let mut latencies = std::mem::take(&mut *all.lock().await);
-    latencies.sort();
-    Stats {
-        count: latencies.len() as u64,
-        elapsed,
-        latencies,
-    }
-}
-
-/// Like [`run`], for a number of messages rather than a time.
-pub async fn run_count(
-    t: Transport,
-    sidecar: &RunningSidecar,
-    payload: usize,
-    concurrency: usize,
-    total: usize,
-) -> Stats {
-    let c = Arc::new(client(t, "", "", sidecar).await);
-    let body = bodies(t, payload);
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let per_task = total / concurrency;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (c, body, all) = (c.clone(), body.clone(), all.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
                 let t0 = Instant::now();
                 one(&c, &body).await;
                 mine.push(t0.elapsed());

@@ -9,6 +9,7 @@
 mod apps;
 mod load;
 mod proc_stats;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,7 @@ struct Options {
     partitions: i32,
     starts: usize,
     soak_messages: usize,
+    transports: Vec<Transport>,
 }
 
 fn parse_args() -> Options {
@@ -40,6 +42,7 @@ fn parse_args() -> Options {
         partitions: 4,
         starts: 20,
         soak_messages: 0,
+        transports: vec![Transport::Grpc, Transport::Http],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -67,10 +70,20 @@ fn parse_args() -> Options {
             "--partitions" => o.partitions = value.parse().expect("a number"),
             "--starts" => o.starts = value.parse().expect("a number"),
             "--soak" => o.soak_messages = value.parse().expect("a number"),
+            "--transports" => {
+                o.transports = value
+                    .split(',')
+                    .map(|t| match t.trim() {
+                        "grpc" => Transport::Grpc,
+                        "http" => Transport::Http,
+                        other => panic!("unknown transport {other} (grpc, http)"),
+                    })
+                    .collect()
+            }
             "-h" | "--help" => {
                 println!(
                     "outrigger-bench [--quick] [--duration SECS] [--concurrency 1,16,64] [--payloads 100,10240]\n\
-                     \t[--input-messages N] [--partitions N] [--starts N] [--soak MESSAGES]"
+                     \t[--input-messages N] [--partitions N] [--starts N] [--transports grpc,http] [--soak MESSAGES]"
                 );
                 std::process::exit(0);
             }
@@ -242,6 +255,25 @@ async fn main() {
     let (_broker, brokers) = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let run_id = std::process::id();
+    if o.soak_messages > 0 {
+        let topic = format!("soak-{run_id}");
+        create_topic(&brokers, &topic, o.partitions).await;
+        println!("# outrigger soak\n");
+        println!(
+            "- date: {}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        println!("- machine: {} cores, {}", num_cpus(), cpu_model());
+        println!(
+            "- broker: tansu (memory storage) on loopback, topic with {} partitions",
+            o.partitions
+        );
+        soak::run(&brokers, &topic, o.soak_messages, 16, |resources, port| {
+            start_sidecar(resources, Some((port, "grpc")))
+        })
+        .await;
+        return;
+    }
     let out_topic = format!("bench-out-{run_id}");
     create_topic(&brokers, &out_topic, o.partitions).await;
     component(
@@ -304,7 +336,7 @@ async fn main() {
             )
             .await;
             print_row(Transport::Direct, payload, c, &direct, &direct);
-            for t in [Transport::Grpc, Transport::Http] {
+            for &t in &o.transports {
                 let s = load::run(t, &brokers, &out_topic, &sidecar, payload, c, o.duration).await;
                 sidecar_msgs += s.count;
                 print_row(t, payload, c, &s, &direct);
@@ -399,29 +431,19 @@ async fn main() {
         "- start to ready {start_ms:.1} ms (target ≤ 50) {}",
         verdict(start_ms <= 50.0)
     );
+}
 
-    if o.soak_messages > 0 {
-        println!(
-            "\n## Soak: RSS over {} output messages (gRPC, concurrency 16, 100 B)\n",
-            o.soak_messages
-        );
-        let sidecar = start_sidecar(dir.path(), None);
-        load::warm_up(&sidecar, "bench").await;
-        let pid = sidecar.child.0.id();
-        println!("| messages sent | RSS MB | p99 ms (last slice) |");
-        println!("|---|---|---|");
-        let slices = 10;
-        for i in 1..=slices {
-            let s =
-                load::run_count(Transport::Grpc, &sidecar, 100, 16, o.soak_messages / slices).await;
-            println!(
-                "| {} | {:.1} | {} |",
-                i * o.soak_messages / slices,
-                proc_stats::rss_kb(pid) as f64 / 1024.0,
-                ms(s.p(0.99))
-            );
+/// Accepted connections with TCP_NODELAY, as a real app server would set.
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
         }
-    }
+        s
+    })
 }
 
 fn verdict(ok: bool) -> &'static str {

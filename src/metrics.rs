@@ -218,6 +218,22 @@ impl Metrics {
                 s.state.as_str()
             );
         }
+        help(
+            &mut out,
+            "outrigger_input_binding_consumer_lag",
+            "gauge",
+            "Messages of each assigned partition the app has not accepted yet (Kafka, updated every 5 s).",
+        );
+        for status in &self.inputs {
+            for ((topic, partition), lag) in status.lag() {
+                let _ = writeln!(
+                    out,
+                    "outrigger_input_binding_consumer_lag{{app_id=\"{app}\",component=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                    escape(&status.name),
+                    escape(&topic)
+                );
+            }
+        }
         let mut channels: Vec<_> = self.app_channel.iter().collect();
         channels.sort_by(|a, b| a.0.cmp(b.0));
         help(

@@ -40,6 +40,8 @@ pub struct InputStatus {
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// (topic, partition) → messages not yet accepted by the app, from the consumer's statistics.
+    lag: Mutex<Vec<((String, i32), i64)>>,
 }
 
 /// The state shown, plus what `Subscribed` said last, to show again on recovery.
@@ -75,7 +77,17 @@ impl InputStatus {
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            lag: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replaces the lag per partition (called every few seconds, not per message).
+    pub fn set_lag(&self, lag: Vec<((String, i32), i64)>) {
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+
+    pub fn lag(&self) -> Vec<((String, i32), i64)> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set(&self, state: InputState, detail: impl Into<String>) {

@@ -36,7 +36,10 @@ impl Dapr for DaprApi {
         &self,
         request: Request<pb::InvokeBindingRequest>,
     ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
-        let r = request.into_inner();
+        let trace =
+            super::TraceContext::read(|k| request.metadata().get(k).and_then(|v| v.to_str().ok()));
+        let mut r = request.into_inner();
+        trace.apply(&mut r.metadata);
         let invoke = InvokeRequest {
             data: r.data,
             metadata: r.metadata,

@@ -431,8 +431,11 @@ async fn invoke_binding(
     PathName(name): PathName,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let trace =
+        super::TraceContext::read(|k| request.headers().get(k).and_then(|v| v.to_str().ok()));
     let body = read_body(&state, request).await?;
-    let request = decode_envelope(&body)?;
+    let mut request = decode_envelope(&body)?;
+    trace.apply(&mut request.metadata);
     let response = state.invoke_output(&name, request).await?;
     let mut out = if response.data.is_empty() {
         StatusCode::NO_CONTENT.into_response()

@@ -132,6 +132,29 @@ impl ApiState {
     }
 }
 
+/// W3C trace context headers, carried from the caller into the binding's
+/// metadata (for Kafka: record headers), unless the request metadata sets them.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The caller's trace context; allocates only when the caller sent one.
+#[derive(Debug, Default)]
+pub struct TraceContext([Option<String>; 2]);
+
+impl TraceContext {
+    /// Reads the headers with `get` (HTTP headers or gRPC metadata).
+    pub fn read<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        TraceContext(TRACE_HEADERS.map(|name| get(name).map(str::to_string)))
+    }
+
+    pub fn apply(self, metadata: &mut HashMap<String, String>) {
+        for (name, value) in TRACE_HEADERS.iter().zip(self.0) {
+            if let Some(v) = value {
+                metadata.entry(name.to_string()).or_insert(v);
+            }
+        }
+    }
+}
+
 /// Compares without an early exit, so timing does not reveal the token.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());

@@ -23,3 +23,4 @@ mod output_http;
 mod quickstart;
 mod sdk_node;
 mod sdk_python;
+mod trace;

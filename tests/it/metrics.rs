@@ -139,6 +139,23 @@ async fn counts_output_calls_input_deliveries_and_retries() {
         sample(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0),
         "{text}"
     );
+
+    // The consumer's statistics (every 5 s) report the partition caught up.
+    let lag_series = format!(
+        "outrigger_input_binding_consumer_lag{{app_id=\"{app_id}\",component=\"events\",topic=\"{in_topic}\",partition=\"0\"}}"
+    );
+    wait_until(
+        "consumer lag 0 in /metrics",
+        Duration::from_secs(30),
+        || {
+            let (client, url, series) = (client.clone(), metrics_url.clone(), lag_series.clone());
+            async move {
+                let text = client.get(url).send().await.ok()?.text().await.ok()?;
+                (sample(&text, &series)? == 0.0).then_some(())
+            }
+        },
+    )
+    .await;
     sidecar.stop().await;
 }
 

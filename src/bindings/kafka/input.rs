@@ -80,6 +80,23 @@ impl ClientContext for InputContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.client.log(level, fac, message)
     }
+    /// Consumer lag per assigned partition: high watermark minus the stored
+    /// offset, i.e. what the app has not accepted yet.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag: Vec<((String, i32), i64)> = statistics
+            .topics
+            .into_iter()
+            .flat_map(|(topic, t)| {
+                t.partitions.into_values().filter_map(move |p| {
+                    (p.partition >= 0 && p.fetch_state != "none" && p.consumer_lag_stored >= 0)
+                        .then(|| ((topic.clone(), p.partition), p.consumer_lag_stored))
+                })
+            })
+            .collect();
+        lag.sort();
+        self.shared.status.set_lag(lag);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.hold_fetches();
@@ -503,7 +520,9 @@ fn consumer_config(name: &str, meta: &KafkaMetadata, drain: Duration) -> ClientC
     )
     // Bound the prefetch held in memory per consumer.
     .set("queued.max.messages.kbytes", "16384")
-    .set("queued.min.messages", "10000");
+    .set("queued.min.messages", "10000")
+    // For the consumer-lag metric.
+    .set("statistics.interval.ms", "5000");
     if let Some(strategy) = meta.assignment_strategy {
         c.set("partition.assignment.strategy", strategy);
     }

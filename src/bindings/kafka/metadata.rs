@@ -10,6 +10,9 @@ const DEFAULT_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batching delay of the producer: 1 ms keeps batches forming under load at a
+/// small latency cost; 0 gives the lowest latency for light traffic (BENCHMARKS.md).
+const DEFAULT_PRODUCER_LINGER: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
 
 /// Fields Dapr's Kafka binding knows that librdkafka does not need; accepted silently.
@@ -58,6 +61,7 @@ const KNOWN: &[&str] = &[
     "deadLetterTopic",
     "maxDeliveryAttempts",
     "produceTimeout",
+    "producerLinger",
     "oidcTokenEndpoint",
     "oidcClientID",
     "oidcClientSecret",
@@ -156,6 +160,7 @@ pub struct KafkaMetadata {
     pub heartbeat_interval: Duration,
     pub session_timeout: Duration,
     pub produce_timeout: Duration,
+    pub producer_linger: Duration,
     pub direction: Direction,
     pub route: String,
     pub escape_headers: bool,
@@ -318,6 +323,13 @@ impl KafkaMetadata {
                 ),
             );
         }
+        let producer_linger = r.duration("producerLinger", DEFAULT_PRODUCER_LINGER);
+        if producer_linger > Duration::from_secs(1) {
+            r.error(
+                "producerLinger",
+                "must be at most 1s (each call waits for its batch)",
+            );
+        }
         let produce_timeout = r.duration("produceTimeout", DEFAULT_PRODUCE_TIMEOUT);
         if produce_timeout.is_zero() {
             r.error("produceTimeout", "must be greater than zero");
@@ -372,6 +384,7 @@ impl KafkaMetadata {
             heartbeat_interval,
             session_timeout,
             produce_timeout,
+            producer_linger,
             direction,
             route,
             escape_headers: r.bool("escapeHeaders", false),

@@ -38,7 +38,7 @@ pub(crate) fn producer(
             meta.produce_timeout.as_millis().to_string(),
         )
         // Deliveries answer callers one by one; don't hold records back to batch them.
-        .set("linger.ms", "1")
+        .set("linger.ms", meta.producer_linger.as_millis().to_string())
         .set("allow.auto.create.topics", "true");
     if let Some(codec) = meta.compression {
         config.set("compression.type", codec);

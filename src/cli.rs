@@ -110,6 +110,17 @@ pub struct SidecarArgs {
     #[arg(long, default_value_t = 9090)]
     pub metrics_port: u16,
 
+    /// Threads of the async runtime. One measured half the CPU per message of two on a
+    /// 2-core machine (BENCHMARKS.md); librdkafka runs its own threads besides.
+    #[arg(long, default_value_t = 1, env = "OUTRIGGER_WORKER_THREADS")]
+    pub worker_threads: usize,
+
+    /// Export the sidecar's spans (one per output call, one per delivery to the app) to this
+    /// OTLP/HTTP collector, JSON-encoded to {URL}/v1/traces, e.g. http://localhost:4318.
+    /// Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "warning", "error", "fatal"])]
     pub log_level: String,
@@ -176,6 +187,13 @@ impl SidecarArgs {
             metrics_port: self.enable_metrics.then_some(self.metrics_port),
             api_token: env("DAPR_API_TOKEN"),
             app_token: env("APP_API_TOKEN"),
+            // An empty OTEL_EXPORTER_OTLP_ENDPOINT means unset, as OpenTelemetry SDKs read it.
+            otlp_endpoint: self
+                .otlp_endpoint
+                .as_deref()
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_string),
         }
     }
 }

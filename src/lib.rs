@@ -12,6 +12,7 @@ pub mod json;
 pub mod launcher;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod runtime;
 pub mod status;
 

@@ -8,15 +8,21 @@ fn main() {
     let code = match cli.command {
         Command::Sidecar(args) => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);
-            run_async(outrigger::run_sidecar(args.to_config()))
+            run_async(
+                args.worker_threads,
+                outrigger::run_sidecar(args.to_config()),
+            )
         }
-        Command::Run(args) => run_async(outrigger::launcher::run(args)),
+        Command::Run(args) => {
+            run_async(args.sidecar.worker_threads, outrigger::launcher::run(args))
+        }
     };
     std::process::exit(code);
 }
 
-fn run_async(fut: impl std::future::Future<Output = i32>) -> i32 {
+fn run_async(worker_threads: usize, fut: impl std::future::Future<Output = i32>) -> i32 {
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads.max(1))
         .enable_all()
         .build()
     {

@@ -43,6 +43,9 @@ pub struct SidecarConfig {
     pub metrics_port: Option<u16>,
     pub api_token: Option<String>,
     pub app_token: Option<String>,
+    /// OTLP/HTTP collector the sidecar's spans are exported to; `None` (the
+    /// default) exports nothing.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for SidecarConfig {
@@ -64,6 +67,7 @@ impl Default for SidecarConfig {
             metrics_port: None,
             api_token: None,
             app_token: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -72,6 +76,8 @@ impl Default for SidecarConfig {
 pub enum RuntimeError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Otlp(#[from] crate::otlp::OtlpError),
     #[error("component {name} failed to start: {source}")]
     ComponentInit {
         name: String,
@@ -91,7 +97,7 @@ impl RuntimeError {
     /// The process exit code: 64 (EX_USAGE) for bad configuration, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RuntimeError::Config(_) => 64,
+            RuntimeError::Config(_) | RuntimeError::Otlp(_) => 64,
             _ => 1,
         }
     }
@@ -155,6 +161,21 @@ impl Sidecar {
             inputs.iter().map(|(_, _, s)| s.clone()).collect();
         let metrics = Arc::new(Metrics::new(&config.app_id, &output_types, &input_statuses));
 
+        // If a later step fails, dropping the exporter stops its task.
+        let (tracer, exporter) = match config.otlp_endpoint.as_deref() {
+            Some(endpoint) => {
+                let service = if config.app_id.is_empty() {
+                    "outrigger"
+                } else {
+                    config.app_id.as_str()
+                };
+                let (tracer, exporter) = crate::otlp::start(endpoint, service)?;
+                tracing::info!(endpoint, "exporting spans over OTLP/HTTP");
+                (Some(tracer), Some(exporter))
+            }
+            None => (None, None),
+        };
+
         let readiness = Arc::new(Readiness::default());
         let state = Arc::new(ApiState {
             app_id: config.app_id.clone(),
@@ -173,6 +194,7 @@ impl Sidecar {
             shutdown: shutdown.clone(),
             max_request_bytes: config.max_request_bytes,
             extended: Default::default(),
+            tracer: tracer.clone(),
         });
 
         let hosts = listen_ips(&config.listen_addresses);
@@ -269,6 +291,7 @@ impl Sidecar {
                             .map(|n| Arc::new(Semaphore::new(n as usize))),
                         inputs,
                         stop: inputs_stop.clone(),
+                        tracer,
                     })
                     .instrument(span),
                 ))
@@ -284,6 +307,7 @@ impl Sidecar {
             app_task,
             stop_servers,
             servers,
+            exporter,
         }));
         Ok(Sidecar {
             state,
@@ -414,6 +438,7 @@ struct AppWiring {
     concurrency: Option<Arc<Semaphore>>,
     inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)>,
     stop: CancellationToken,
+    tracer: Option<Arc<crate::otlp::Tracer>>,
 }
 
 /// Waits for the app, asks which input bindings it serves, then starts them.
@@ -493,6 +518,8 @@ async fn connect_app(w: AppWiring) {
             outputs: w.outputs.clone(),
             concurrency: w.concurrency.clone(),
             metrics: w.metrics.app_channel(&name),
+            tracer: w.tracer.clone(),
+            messaging_system: p.messaging_system(),
         });
         let span = tracing::info_span!("input", binding.name = %name);
         running.push(tokio::spawn(
@@ -514,11 +541,13 @@ struct Lifecycle {
     app_task: Option<JoinHandle<()>>,
     stop_servers: CancellationToken,
     servers: Vec<JoinHandle<()>>,
+    exporter: Option<crate::otlp::Exporter>,
 }
 
 /// Waits for the shutdown signal, then stops in order: inputs (finish in-flight
 /// deliveries, commit), servers (stop accepting, finish in-flight requests),
-/// outputs (flush). All within the grace period.
+/// then outputs and exported spans (both flush, side by side). All within the
+/// grace period.
 async fn lifecycle(l: Lifecycle) {
     l.shutdown.cancelled().await;
     let deadline = tokio::time::Instant::now() + l.grace;
@@ -551,7 +580,18 @@ async fn lifecycle(l: Lifecycle) {
     let left = deadline
         .saturating_duration_since(tokio::time::Instant::now())
         .max(Duration::from_secs(1));
-    futures::future::join_all(l.state.outputs.values().map(|o| o.close(left))).await;
+    // Every span is queued by now (inputs and servers have stopped): the
+    // exporter flushes alongside the producers, in the same time.
+    let spans = async {
+        if let Some(exporter) = l.exporter {
+            exporter.shutdown(left).await;
+        }
+    };
+    futures::future::join(
+        futures::future::join_all(l.state.outputs.values().map(|o| o.close(left))),
+        spans,
+    )
+    .await;
     tracing::info!("outrigger stopped");
 }
 

@@ -60,6 +60,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     pub max_request_bytes: usize,
     pub extended: Mutex<BTreeMap<String, String>>,
+    /// Span export (`--otlp-endpoint`); `None` when off.
+    pub tracer: Option<Arc<crate::otlp::Tracer>>,
 }
 
 impl ApiState {
@@ -67,7 +69,7 @@ impl ApiState {
     pub async fn invoke_output(
         &self,
         name: &str,
-        request: InvokeRequest,
+        mut request: InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
         let Some(binding) = self.outputs.get(name) else {
             return Err(ApiError::invoke_output(
@@ -75,6 +77,29 @@ impl ApiState {
                 format!("couldn't find output binding {name}"),
             ));
         };
+        // Without --otlp-endpoint this is the only cost of tracing here.
+        let Some(tracer) = &self.tracer else {
+            return self.invoke_found(name, binding, request).await;
+        };
+        let span = tracer.start_output(
+            name,
+            binding.messaging_system(),
+            binding.destination(),
+            &mut request.metadata,
+        );
+        let result = self.invoke_found(name, binding, request).await;
+        if let Some(span) = span {
+            tracer.finish(span, result.as_ref().err().map(ToString::to_string));
+        }
+        result
+    }
+
+    async fn invoke_found(
+        &self,
+        name: &str,
+        binding: &Arc<dyn OutputBinding>,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
         if request.operation.is_empty() {
             return Err(ApiError::invoke_output(
                 name,

@@ -152,6 +152,10 @@ pub struct AppSink {
     pub outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
     pub concurrency: Option<Arc<Semaphore>>,
     pub metrics: Option<Arc<crate::metrics::AppChannelMetrics>>,
+    /// Span export (`--otlp-endpoint`); `None` when off.
+    pub tracer: Option<Arc<crate::otlp::Tracer>>,
+    /// `messaging.system` of this binding's spans (`kafka`; none for cron).
+    pub messaging_system: Option<&'static str>,
 }
 
 impl EventSink for AppSink {
@@ -165,26 +169,53 @@ impl EventSink for AppSink {
                 ),
                 None => None,
             };
-            let started = std::time::Instant::now();
-            let reply = self
-                .channel
-                .deliver(&self.app_name, &self.route, event)
-                .await;
-            if let Some(m) = &self.metrics {
-                m.record(reply.is_ok(), started.elapsed());
-            }
-            let reply = reply?;
-            if reply.to.is_empty() {
-                return Ok(());
-            }
-            self.forward(reply).await
+            // Without --otlp-endpoint the event goes out as it is, with no copy.
+            let Some(tracer) = &self.tracer else {
+                return self.deliver_now(event, None).await;
+            };
+            let Some(span) =
+                tracer.start_input(&self.binding, self.messaging_system, &event.metadata)
+            else {
+                return self.deliver_now(event, None).await;
+            };
+            // The app sees this delivery's span as its parent.
+            let traceparent = span.traceparent();
+            let mut traced = event.clone();
+            traced
+                .metadata
+                .insert("traceparent".to_string(), traceparent.clone());
+            let result = self.deliver_now(&traced, Some(&traceparent)).await;
+            tracer.finish(span, result.as_ref().err().map(ToString::to_string));
+            result
         })
     }
 }
 
 impl AppSink {
+    /// One delivery to the app, then its reply's `to` bindings; `trace` is the
+    /// delivery span's `traceparent`, the parent of the forwarded writes.
+    async fn deliver_now(
+        &self,
+        event: &BindingEvent,
+        trace: Option<&str>,
+    ) -> Result<(), DeliveryError> {
+        let started = std::time::Instant::now();
+        let reply = self
+            .channel
+            .deliver(&self.app_name, &self.route, event)
+            .await;
+        if let Some(m) = &self.metrics {
+            m.record(reply.is_ok(), started.elapsed());
+        }
+        let reply = reply?;
+        if reply.to.is_empty() {
+            return Ok(());
+        }
+        self.forward(reply, trace).await
+    }
+
     /// Sends the app's reply data to the output bindings it named (operation `create`).
-    async fn forward(&self, reply: AppReply) -> Result<(), DeliveryError> {
+    async fn forward(&self, reply: AppReply, trace: Option<&str>) -> Result<(), DeliveryError> {
         let send = |target: String| {
             let data = reply.data.clone();
             async move {
@@ -194,19 +225,36 @@ impl AppSink {
                         reason: "no such output binding".into(),
                     });
                 };
-                let req = InvokeRequest {
+                let mut req = InvokeRequest {
                     data,
                     metadata: HashMap::new(),
                     operation: "create".into(),
                 };
-                output
-                    .invoke(req)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| DeliveryError::Forward {
-                        binding: target,
-                        reason: e.to_string(),
-                    })
+                // Only under an exported delivery span: otherwise, as without
+                // tracing, the forwarded record carries no trace context.
+                let span = match (&self.tracer, trace) {
+                    (Some(tracer), Some(parent)) => {
+                        req.metadata
+                            .insert("traceparent".to_string(), parent.to_string());
+                        tracer
+                            .start_output(
+                                &target,
+                                output.messaging_system(),
+                                output.destination(),
+                                &mut req.metadata,
+                            )
+                            .map(|span| (tracer, span))
+                    }
+                    _ => None,
+                };
+                let result = output.invoke(req).await;
+                if let Some((tracer, span)) = span {
+                    tracer.finish(span, result.as_ref().err().map(ToString::to_string));
+                }
+                result.map(|_| ()).map_err(|e| DeliveryError::Forward {
+                    binding: target,
+                    reason: e.to_string(),
+                })
             }
         };
         if reply.parallel {

@@ -77,6 +77,14 @@ pub trait OutputBinding: Send + Sync {
     fn problem(&self) -> Option<String> {
         None
     }
+    /// The messaging system written to (`messaging.system` of exported spans).
+    fn messaging_system(&self) -> Option<&'static str> {
+        None
+    }
+    /// Where records go (`messaging.destination.name` of exported spans).
+    fn destination(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// One event read by an input binding.
@@ -139,6 +147,14 @@ impl Planned {
         match &self.spec {
             Spec::Kafka(m) => m.is_input().then_some(m.route.as_str()),
             Spec::Cron(m) => Some(m.route.as_str()),
+        }
+    }
+
+    /// The messaging system input events come from (`messaging.system` of exported spans).
+    pub fn messaging_system(&self) -> Option<&'static str> {
+        match &self.spec {
+            Spec::Kafka(_) => Some("kafka"),
+            Spec::Cron(_) => None,
         }
     }
 

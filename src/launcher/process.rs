@@ -149,6 +149,27 @@ impl Process {
         if let Some(dir) = &spec.dir {
             cmd.current_dir(dir);
         }
+        // If the launcher itself is killed (SIGKILL, OOM) it cannot stop the app:
+        // ask the kernel to send the app SIGTERM then. Linux only; the signal is
+        // tied to the spawning thread, a tokio worker that lives as long as we do.
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (prctl, getppid, raise) are made, and nothing is allocated.
+            let parent = std::process::id() as libc::pid_t;
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The launcher died before the prctl took effect.
+                    if libc::getppid() != parent {
+                        libc::raise(libc::SIGTERM);
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
         let mut pumps = Vec::new();

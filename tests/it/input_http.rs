@@ -266,7 +266,23 @@ async fn topic_created_after_start_is_consumed() {
     let app = HttpApp::start().await;
     let component = input_component("later", &broker.addr(), &topic, &unique("group"), &[]);
     let sidecar = start_sidecar(&[component], |c| c.app_port = Some(app.port)).await;
-    wait_input_state(&sidecar.http(), "later", "subscribed", DEADLINE).await;
+    // Consuming before the topic exists: subscribed, or already told by the
+    // broker that the topic is unknown (shown as an error until it exists).
+    let http = sidecar.http();
+    wait_until(
+        "the consumer to join before the topic exists",
+        DEADLINE,
+        || {
+            let http = http.clone();
+            async move {
+                let s = input_status(&http, "later").await;
+                let unknown = s["state"] == "error"
+                    && s["detail"].as_str().unwrap_or("").contains("UnknownTopic");
+                (s["state"] == "subscribed" || unknown).then_some(())
+            }
+        },
+    )
+    .await;
     broker.create_topic(&topic, 1);
     produce(&broker.addr(), &topic, [Msg::new("late")]).await;
 

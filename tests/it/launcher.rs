@@ -513,6 +513,54 @@ fn sigterm_stops_the_app_and_its_children() {
     assert_eq!(run.count("Exited Dapr successfully"), 1, "{}", run.output());
 }
 
+/// `outrigger run` itself SIGKILLed (it cannot clean up): the kernel sends the
+/// app SIGTERM (PR_SET_PDEATHSIG), so the app does not outlive it.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigkill_of_the_launcher_stops_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("app.py"), TRAPS_TERM);
+    let marker = dir.path().join("got-term");
+    let app_port = free_port();
+    let mut run = Launcher::start(
+        &[
+            "--app-id".into(),
+            "orphaned".into(),
+            "--app-port".into(),
+            app_port.to_string().into(),
+            "-H".into(),
+            free_port().to_string().into(),
+            "-G".into(),
+            free_port().to_string().into(),
+            "python3".into(),
+            "app.py".into(),
+            marker.clone().into_os_string(),
+        ],
+        dir.path(),
+        &[],
+    );
+    let ready = run.wait_line("== APP == READY ", LONG);
+    let pids: Vec<i32> = ready
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (app, grandchild) = (pids[0], pids[1]);
+    assert!(alive(app));
+
+    run.signal(libc::SIGKILL);
+    let status = run.wait_exit(LONG);
+    assert_eq!(status.code(), None, "killed by a signal");
+    wait_for("the app to get SIGTERM", LONG, || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|m| m == "SIGTERM")
+    });
+    wait_for("the app to exit", LONG, || (!alive(app)).then_some(()));
+    // Its own child is out of reach of the kernel's signal (documented);
+    // the test removes it.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+}
+
 #[test]
 fn multi_app_exit_code_is_the_first_failure() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,9 @@ mod common;
 mod sdk_procs;
 
 mod api_errors;
+mod app_faults;
+#[cfg(feature = "bench")]
+mod bench_smoke;
 mod broker_faults;
 mod broker_restart;
 mod config_errors;
@@ -18,9 +21,11 @@ mod input_grpc;
 mod input_http;
 mod launcher;
 mod metrics;
+mod otlp;
 mod output_grpc;
 mod output_http;
 mod quickstart;
 mod sdk_node;
 mod sdk_python;
+mod secrets;
 mod trace;

@@ -188,4 +188,12 @@ impl OutputBinding for KafkaOutput {
     fn problem(&self) -> Option<String> {
         self.health.problem()
     }
+
+    fn messaging_system(&self) -> Option<&'static str> {
+        Some("kafka")
+    }
+
+    fn destination(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
 }

@@ -683,7 +683,7 @@ impl Worker {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| crate::app_channel::http::error_chain(&e))?;
             let status = response.status();
             let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -702,17 +702,6 @@ impl Worker {
             .await
             .map_err(|_| "the collector did not answer in time".to_string())?
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

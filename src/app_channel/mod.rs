@@ -2,7 +2,7 @@
 //! it serves and to deliver their events, over HTTP or gRPC.
 
 mod grpc;
-mod http;
+pub(crate) mod http;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -159,6 +159,20 @@ async fn binding_state(http: &str, name: &str) -> Option<(String, String)> {
     ))
 }
 
+/// Waits until the binding `faulty` is in `state`; returns its detail.
+async fn wait_state(http: &str, state: &'static str) -> String {
+    wait_until(&format!("the binding to be {state}"), DEADLINE, || {
+        let http = http.to_string();
+        async move {
+            binding_state(&http, "faulty")
+                .await
+                .filter(|(s, _)| s == state)
+                .map(|(_, d)| d)
+        }
+    })
+    .await
+}
+
 /// Drives one faulty app: offset 2 of 5 fails until the test has seen the
 /// binding retrying in the metadata and at least 4 attempts; then it is
 /// released and everything must arrive, in order, once each after the fault.
@@ -184,16 +198,7 @@ async fn survive(app_port: u16, protocol: AppProtocol, seen: Arc<Seen>, cause: &
     .await;
     let http = sidecar.http();
 
-    let (state, detail) = wait_until("the binding shows it is retrying", DEADLINE, || {
-        let http = http.clone();
-        async move {
-            binding_state(&http, "faulty")
-                .await
-                .filter(|(s, _)| s == "retrying")
-        }
-    })
-    .await;
-    assert_eq!(state, "retrying");
+    let detail = wait_state(&http, "retrying").await;
     assert!(
         detail.contains(&format!("@{POISON}")) && detail.contains("attempt"),
         "the detail names the offset and attempt: {detail}"
@@ -224,15 +229,7 @@ async fn survive(app_port: u16, protocol: AppProtocol, seen: Arc<Seen>, cause: &
         vec![0, 1, 2, 3, 4],
         "in order, nothing skipped"
     );
-    wait_until("the binding is subscribed again", DEADLINE, || {
-        let http = http.clone();
-        async move {
-            binding_state(&http, "faulty")
-                .await
-                .filter(|(s, _)| s == "subscribed")
-        }
-    })
-    .await;
+    wait_state(&http, "subscribed").await;
     sidecar.stop().await;
 }
 

@@ -27,5 +27,6 @@ mod output_http;
 mod quickstart;
 mod sdk_node;
 mod sdk_python;
+mod sdk_rust;
 mod secrets;
 mod trace;

@@ -55,7 +55,9 @@ start() {
   install_tansu
   mkdir -p "$tools"
   url="tcp://127.0.0.1:$port"
-  nohup "$tools/bin/tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
+  # A session of its own: a Ctrl-C that stops the quickstart's apps (the
+  # terminal's whole foreground group) leaves the broker running.
+  setsid "$tools/bin/tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
     --storage-engine memory://tansu/ >"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 200); do

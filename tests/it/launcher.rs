@@ -545,6 +545,8 @@ fn sigkill_of_the_launcher_stops_the_app() {
         .map(|p| p.parse().unwrap())
         .collect();
     let (app, grandchild) = (pids[0], pids[1]);
+    // Whatever happens below, the test leaves no process behind.
+    let _reaper = KillOnDrop(vec![app, grandchild]);
     assert!(alive(app));
 
     run.signal(libc::SIGKILL);
@@ -557,8 +559,19 @@ fn sigkill_of_the_launcher_stops_the_app() {
     });
     wait_for("the app to exit", LONG, || (!alive(app)).then_some(()));
     // Its own child is out of reach of the kernel's signal (documented);
-    // the test removes it.
-    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    // `_reaper` removes it.
+}
+
+/// SIGKILLs the given processes when dropped (they may be gone already).
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on pids this test started; ESRCH is fine.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 #[test]

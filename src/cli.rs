@@ -117,8 +117,9 @@ pub struct SidecarArgs {
 
     /// Export the sidecar's spans (one per output call, one per delivery to the app) to this
     /// OTLP/HTTP collector, JSON-encoded to {URL}/v1/traces, e.g. http://localhost:4318.
-    /// Off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    /// Off when unset. Not read from OTEL_EXPORTER_OTLP_ENDPOINT: that variable is
+    /// the app's, often https:// or gRPC, and would stop the sidecar from starting.
+    #[arg(long, env = "OUTRIGGER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 
     /// Log level: debug, info, warn, error.
@@ -187,7 +188,7 @@ impl SidecarArgs {
             metrics_port: self.enable_metrics.then_some(self.metrics_port),
             api_token: env("DAPR_API_TOKEN"),
             app_token: env("APP_API_TOKEN"),
-            // An empty OTEL_EXPORTER_OTLP_ENDPOINT means unset, as OpenTelemetry SDKs read it.
+            // An empty value means unset, as OpenTelemetry SDKs read their variables.
             otlp_endpoint: self
                 .otlp_endpoint
                 .as_deref()

@@ -883,12 +883,15 @@ mod tests {
 
     #[tokio::test]
     async fn dead_collector_drops_spans_and_never_blocks() {
-        // A port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A collector that hangs up on every connection. (A port merely freed
+        // could be taken meanwhile by a server that never answers.)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        });
         let (tracer, exporter) = start(&format!("http://127.0.0.1:{port}"), "app").unwrap();
         let started = Instant::now();
         for _ in 0..10 {

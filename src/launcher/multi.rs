@@ -156,12 +156,13 @@ fn child_spec(exe: &Path, plan: &AppPlan, parent: &SidecarArgs) -> Spec {
         "--dapr-listen-addresses".into(),
         parent.dapr_listen_addresses.clone().into(),
     ]);
-    // Children also inherit OTEL_EXPORTER_OTLP_ENDPOINT; the flag has to be passed on.
-    match &parent.otlp_endpoint {
-        Some(endpoint) if !has("--otlp-endpoint") => {
-            args.extend(["--otlp-endpoint".into(), endpoint.into()]);
-        }
-        _ => {}
+    // Each child's sidecar does the message work: it gets the parent's settings.
+    args.extend([
+        "--worker-threads".into(),
+        parent.worker_threads.to_string().into(),
+    ]);
+    if let Some(endpoint) = &parent.otlp_endpoint {
+        args.extend(["--otlp-endpoint".into(), endpoint.into()]);
     }
     args.push("--".into());
     args.extend(plan.command.iter().map(OsString::from));

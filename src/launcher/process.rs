@@ -150,21 +150,26 @@ impl Process {
             cmd.current_dir(dir);
         }
         // If the launcher itself is killed (SIGKILL, OOM) it cannot stop the app:
-        // ask the kernel to send the app SIGTERM then. Linux only; the signal is
-        // tied to the spawning thread, a tokio worker that lives as long as we do.
+        // ask the kernel to send the app SIGTERM then. Linux only. The signal is
+        // tied to the spawning thread: this runs on the main thread (block_on),
+        // which lives as long as the process; a spawn_blocking thread would not
+        // (it exits when idle, and the kernel would then stop a healthy app).
         #[cfg(target_os = "linux")]
         {
-            // SAFETY: between fork and exec only async-signal-safe calls
-            // (prctl, getppid, raise) are made, and nothing is allocated.
             let parent = std::process::id() as libc::pid_t;
+            // SAFETY: between fork and exec only async-signal-safe calls are made
+            // (signal, prctl, getppid) and nothing is allocated.
             unsafe {
                 cmd.pre_exec(move || {
+                    // The child inherits tokio's SIGTERM handler until exec: with it
+                    // a death signal arriving before exec would be swallowed.
+                    libc::signal(libc::SIGTERM, libc::SIG_DFL);
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    // The launcher died before the prctl took effect.
+                    // The launcher died before the prctl took effect: do not start.
                     if libc::getppid() != parent {
-                        libc::raise(libc::SIGTERM);
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                     }
                     Ok(())
                 });

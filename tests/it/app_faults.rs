@@ -236,13 +236,13 @@ async fn survive(app_port: u16, protocol: AppProtocol, seen: Arc<Seen>, cause: &
 #[tokio::test(flavor = "multi_thread")]
 async fn http_app_answering_garbage_loses_nothing_and_backs_off() {
     let (port, seen) = raw_http_app(2, Fault::Garbage).await;
-    survive(port, AppProtocol::Http, seen, "app").await;
+    survive(port, AppProtocol::Http, seen, "unreachable").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_app_hanging_up_mid_delivery_loses_nothing_and_backs_off() {
     let (port, seen) = raw_http_app(2, Fault::HangUp).await;
-    survive(port, AppProtocol::Http, seen, "app").await;
+    survive(port, AppProtocol::Http, seen, "closed").await;
 }
 
 /// A gRPC frame: flag 0, 4-byte big-endian length, the message.

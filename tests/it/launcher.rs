@@ -546,7 +546,7 @@ fn sigkill_of_the_launcher_stops_the_app() {
         .collect();
     let (app, grandchild) = (pids[0], pids[1]);
     // Whatever happens below, the test leaves no process behind.
-    let _reaper = KillOnDrop(vec![app, grandchild]);
+    let mut reaper = KillOnDrop(vec![app, grandchild]);
     assert!(alive(app));
 
     run.signal(libc::SIGKILL);
@@ -558,8 +558,10 @@ fn sigkill_of_the_launcher_stops_the_app() {
             .filter(|m| m == "SIGTERM")
     });
     wait_for("the app to exit", LONG, || (!alive(app)).then_some(()));
+    // Gone and reaped: its pid may be reused, so it is not killed again.
+    reaper.0.retain(|&p| p != app);
     // Its own child is out of reach of the kernel's signal (documented);
-    // `_reaper` removes it.
+    // `reaper` removes it.
 }
 
 /// SIGKILLs the given processes when dropped (they may be gone already).

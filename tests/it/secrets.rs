@@ -89,7 +89,7 @@ async fn exercise(json: bool) {
     let dir = components_dir(&docs);
     let log = dir.path().join("sidecar.log");
     let (http, grpc, metrics) = (free_port(), free_port(), free_port());
-    let _proc = start(dir.path(), &log, json, http, grpc, metrics, app.port);
+    let mut proc = start(dir.path(), &log, json, http, grpc, metrics, app.port);
     let base = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
     wait_until("the sidecar's health route", DEADLINE, || {
@@ -175,17 +175,31 @@ async fn exercise(json: bool) {
     .await;
     assert_eq!(probe.header("dapr-api-token"), Some(APP_SECRET));
     // The consumer has tried to log in (and failed) by now: the log says so.
-    let text = wait_until("the SASL failure in the log", DEADLINE, || {
+    wait_until("the SASL failure in the log", DEADLINE, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         async move {
             let lower = text.to_lowercase();
-            (lower.contains("sasl") || lower.contains("authentication")).then_some(text)
+            (lower.contains("sasl") || lower.contains("authentication")).then_some(())
         }
     })
     .await;
+    // Then a graceful stop, so that the whole log, shutdown included, is checked.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(proc.0.id() as i32, libc::SIGTERM) };
+    let status = wait_until("the sidecar to exit", DEADLINE, || {
+        let exited = proc.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("secured"),
         "the log names the binding:\n{text}"
+    );
+    assert!(
+        text.contains("outrigger stopped"),
+        "the log runs to the end:\n{text}"
     );
     assert_clean("the sidecar's log", &text);
 }

@@ -2,7 +2,8 @@
 //! the sidecar's logs (at debug level, text and JSON), in its error answers,
 //! in `/v1.0/metadata`, `GetMetadata` or `/metrics`, while every path that
 //! could print them is exercised: a SASL login that fails, output calls that
-//! fail, wrong tokens, an input binding probing the app.
+//! fail, wrong tokens, an input binding probing the app. Also: the listeners
+//! are on loopback unless told otherwise.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -212,4 +213,64 @@ async fn secrets_stay_out_of_text_logs_errors_and_metadata() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_stay_out_of_json_logs() {
     exercise(true).await;
+}
+
+/// Local addresses (`/proc/net/tcp{,6}` hex form) listening on `port`.
+fn listening_on(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let Some((addr, p)) = local.split_once(':') else {
+                continue;
+            };
+            if *state == "0A" && u16::from_str_radix(p, 16) == Ok(port) {
+                found.push(addr.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// With no `--dapr-listen-addresses`, the HTTP, gRPC and metrics ports listen
+/// on loopback only (127.0.0.1 and ::1), as daprd does by default.
+#[cfg(target_os = "linux")]
+#[test]
+fn listeners_are_loopback_only_by_default() {
+    let dir = components_dir(&[]);
+    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+    let mut proc = Proc(
+        Command::new(outrigger_bin())
+            .arg("sidecar")
+            .args(["--dapr-http-port", &http.to_string()])
+            .args(["--dapr-grpc-port", &grpc.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .arg("--resources-path")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start outrigger sidecar"),
+    );
+    const V4_LOOPBACK: &str = "0100007F";
+    const V6_LOOPBACK: &str = "00000000000000000000000001000000";
+    for port in [http, grpc, metrics] {
+        let addrs = wait_for(&format!("a listener on {port}"), DEADLINE, || {
+            let a = listening_on(port);
+            (!a.is_empty()).then_some(a)
+        });
+        assert!(addrs.iter().any(|a| a == V4_LOOPBACK), "{port}: {addrs:?}");
+        for a in &addrs {
+            assert!(
+                a == V4_LOOPBACK || a == V6_LOOPBACK,
+                "port {port} listens on {a}, not on loopback only: {addrs:?}"
+            );
+        }
+    }
+    let _ = proc.0.kill();
+    let _ = proc.0.wait();
 }

@@ -42,7 +42,7 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A collector that stays down is reported this often, not once per batch.
 pub const WARN_EVERY: Duration = Duration::from_secs(60);
 
-const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = "traceparent";
 /// Largest collector answer read (it is discarded; reading it frees the connection).
 const MAX_ANSWER_BYTES: usize = 64 << 10;
 
@@ -512,6 +512,16 @@ pub fn traces_uri(endpoint: &str) -> Result<Uri, OtlpError> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("no host"));
     }
+    // hyper would not send them, and the URL is logged: refuse, without echoing them.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(OtlpError::BadUrl {
+            url: format!("http://<credentials>@{}", uri.host().unwrap_or_default()),
+            why: "credentials in the URL are not supported".into(),
+        });
+    }
+    if base.contains('?') {
+        return Err(bad("a query string is not supported"));
+    }
     Ok(uri)
 }
 
@@ -879,6 +889,9 @@ mod tests {
         ));
         assert!(traces_uri("localhost:4318").is_err());
         assert!(traces_uri("not a url").is_err());
+        let e = traces_uri("http://user:s3cret@collector:4318").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(traces_uri("http://collector:4318?x=1").is_err());
     }
 
     #[tokio::test]

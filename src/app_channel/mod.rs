@@ -183,7 +183,7 @@ impl EventSink for AppSink {
             let mut traced = event.clone();
             traced
                 .metadata
-                .insert("traceparent".to_string(), traceparent.clone());
+                .insert(crate::otlp::TRACEPARENT.to_string(), traceparent.clone());
             let result = self.deliver_now(&traced, Some(&traceparent)).await;
             tracer.finish(span, result.as_ref().err().map(ToString::to_string));
             result
@@ -235,7 +235,7 @@ impl AppSink {
                 let span = match (&self.tracer, trace) {
                     (Some(tracer), Some(parent)) => {
                         req.metadata
-                            .insert("traceparent".to_string(), parent.to_string());
+                            .insert(crate::otlp::TRACEPARENT.to_string(), parent.to_string());
                         tracer
                             .start_output(
                                 &target,

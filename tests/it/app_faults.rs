@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use prost::Message;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -140,39 +139,6 @@ async fn raw_http_app(poison: i64, fault: Fault) -> (u16, Arc<Seen>) {
     (port, seen)
 }
 
-/// The input binding `name` as `/v1.0/metadata` shows it.
-async fn binding_state(http: &str, name: &str) -> Option<(String, String)> {
-    let meta: Value = reqwest::get(format!("{http}/v1.0/metadata"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let b = meta["inputBindings"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name)?
-        .clone();
-    Some((
-        b["state"].as_str()?.to_string(),
-        b["detail"].as_str().unwrap_or("").to_string(),
-    ))
-}
-
-/// Waits until the binding `faulty` is in `state`; returns its detail.
-async fn wait_state(http: &str, state: &'static str) -> String {
-    wait_until(&format!("the binding to be {state}"), DEADLINE, || {
-        let http = http.to_string();
-        async move {
-            binding_state(&http, "faulty")
-                .await
-                .filter(|(s, _)| s == state)
-                .map(|(_, d)| d)
-        }
-    })
-    .await
-}
-
 /// Drives one faulty app: offset 2 of 5 fails until the test has seen the
 /// binding retrying in the metadata and at least 4 attempts; then it is
 /// released and everything must arrive, in order, once each after the fault.
@@ -198,7 +164,8 @@ async fn survive(app_port: u16, protocol: AppProtocol, seen: Arc<Seen>, cause: &
     .await;
     let http = sidecar.http();
 
-    let detail = wait_state(&http, "retrying").await;
+    let status = wait_input_state(&http, "faulty", "retrying", DEADLINE).await;
+    let detail = status["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains(&format!("@{POISON}")) && detail.contains("attempt"),
         "the detail names the offset and attempt: {detail}"
@@ -229,7 +196,7 @@ async fn survive(app_port: u16, protocol: AppProtocol, seen: Arc<Seen>, cause: &
         vec![0, 1, 2, 3, 4],
         "in order, nothing skipped"
     );
-    wait_state(&http, "subscribed").await;
+    wait_input_state(&http, "faulty", "subscribed", DEADLINE).await;
     sidecar.stop().await;
 }
 

@@ -594,12 +594,20 @@ pub async fn input_status(http: &str, name: &str) -> serde_json::Value {
         .clone()
 }
 
-/// Waits until the sidecar reports input binding `name` in `state`.
-pub async fn wait_input_state(http: &str, name: &str, state: &str, timeout: Duration) {
+/// Waits until the sidecar reports input binding `name` in `state`; returns its status.
+pub async fn wait_input_state(
+    http: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> serde_json::Value {
     wait_until(
         &format!("input binding {name} in state {state:?}"),
         timeout,
-        || async { (input_status(http, name).await["state"] == state).then_some(()) },
+        || async {
+            let s = input_status(http, name).await;
+            (s["state"] == state).then_some(s)
+        },
     )
     .await
 }

@@ -1,5 +1,7 @@
 //! Small JSON helpers shared by the HTTP API and the HTTP app channel.
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 
 /// The compact text of a JSON value, as Go's `json.Marshal` would write it:
@@ -17,25 +19,12 @@ pub fn compact(source: &Bytes, raw: &str) -> Bytes {
         };
     }
     let mut out = Vec::with_capacity(bytes.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-            out.push(b);
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+    walk(bytes, |b, in_string| {
+        if in_string || !is_whitespace(b) {
             out.push(b);
         }
-    }
+        ControlFlow::Continue(())
+    });
     Bytes::from(out)
 }
 
@@ -44,37 +33,43 @@ pub fn compact(source: &Bytes, raw: &str) -> Bytes {
 pub fn nesting_depth(raw: &[u8]) -> usize {
     let mut depth = 0usize;
     let mut max = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in raw {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    walk(raw, |b, in_string| {
+        match b {
+            _ if in_string => {}
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
             }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-    }
+        ControlFlow::Continue(())
+    });
     max
 }
 
 fn has_insignificant_whitespace(bytes: &[u8]) -> bool {
+    walk(bytes, |b, in_string| {
+        if !in_string && is_whitespace(b) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// Visits each byte of a JSON text with whether it belongs to a string literal
+/// (quotes included), the one place that tracks strings and escapes. Returns
+/// true when `visit` stopped early.
+fn walk(bytes: &[u8], mut visit: impl FnMut(u8, bool) -> ControlFlow<()>) -> bool {
     let mut in_string = false;
     let mut escaped = false;
     for &b in bytes {
-        if in_string {
+        let part_of_string = if in_string {
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
@@ -82,9 +77,12 @@ fn has_insignificant_whitespace(bytes: &[u8]) -> bool {
             } else if b == b'"' {
                 in_string = false;
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            true
+        } else {
+            in_string = b == b'"';
+            in_string
+        };
+        if visit(b, part_of_string).is_break() {
             return true;
         }
     }

@@ -340,6 +340,42 @@ pub fn kafka_component(name: &str, brokers: &str, extra: &[(&str, &str)]) -> Str
     )
 }
 
+/// The quickstart's Kafka component text (from the example folder or the
+/// deploy ConfigMap) pointed at `brokers`, `topic` and `group` instead of its
+/// own broker address `was_brokers`, topic `sample` and group `group1`. Fails
+/// if the component no longer has that shape.
+pub fn retarget_quickstart_component(
+    text: &str,
+    was_brokers: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+) -> String {
+    let mut out = String::new();
+    let mut replaced = [0; 3];
+    let broker_line = format!("value: {was_brokers}");
+    for line in text.lines() {
+        let trimmed = line.trim();
+        let rewritten = if trimmed == broker_line {
+            replaced[0] += 1;
+            line.replace(was_brokers, brokers)
+        } else if trimmed == "value: sample" {
+            // `topics` and `publishTopic` both name the topic `sample`.
+            replaced[1] += 1;
+            line.replace("sample", topic)
+        } else if trimmed == "value: group1" {
+            replaced[2] += 1;
+            line.replace("group1", group)
+        } else {
+            line.to_string()
+        };
+        out.push_str(&rewritten);
+        out.push('\n');
+    }
+    assert_eq!(replaced, [1, 2, 1], "the component changed shape:\n{text}");
+    out
+}
+
 /// Writes component documents into a fresh folder.
 pub fn components_dir(docs: &[String]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

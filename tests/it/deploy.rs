@@ -631,36 +631,8 @@ fn configmap_component(brokers: &str, topic: &str, group: &str) -> String {
     let docs = yaml_docs(&read(&deploy_dir().join("components.yaml")));
     let text = docs[0]["data"]["kafka_bindings.yaml"]
         .as_str()
-        .expect("kafka_bindings.yaml in the ConfigMap")
-        .to_string();
-    let mut out = String::new();
-    let mut replaced = [0; 3];
-    for line in text.lines() {
-        let line = match line.trim() {
-            "value: kafka:9092" => {
-                replaced[0] += 1;
-                line.replace("kafka:9092", brokers)
-            }
-            // `topics` and `publishTopic` both name the topic `sample`.
-            "value: sample" => {
-                replaced[1] += 1;
-                line.replace("sample", topic)
-            }
-            "value: group1" => {
-                replaced[2] += 1;
-                line.replace("group1", group)
-            }
-            _ => line.to_string(),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    assert_eq!(
-        replaced,
-        [1, 2, 1],
-        "the ConfigMap component changed shape:\n{text}"
-    );
-    out
+        .expect("kafka_bindings.yaml in the ConfigMap");
+    retarget_quickstart_component(text, "kafka:9092", brokers, topic, group)
 }
 
 /// A pod's sidecar arguments made to run here: loopback instead of 0.0.0.0, the test's

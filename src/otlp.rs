@@ -319,22 +319,16 @@ impl Tracer {
     pub fn start_input(
         &self,
         binding: &str,
-        system: Option<&'static str>,
+        origin: Option<&crate::bindings::EventOrigin>,
         metadata: &HashMap<String, String>,
     ) -> Option<ActiveSpan> {
         let parent = metadata.get(TRACEPARENT).map(String::as_str);
         let mut span = self.start(format!("bindings/{binding}"), SpanKind::Consumer, parent)?;
-        if let Some(system) = system {
-            span.set_str("messaging.system", system);
-            if let Some(topic) = metadata.get("topic") {
-                span.set_str("messaging.destination.name", topic.as_str());
-            }
-            if let Some(p) = metadata.get("partition").and_then(|p| p.parse().ok()) {
-                span.set_int("messaging.kafka.partition", p);
-            }
-            if let Some(o) = metadata.get("offset").and_then(|o| o.parse().ok()) {
-                span.set_int("messaging.kafka.offset", o);
-            }
+        if let Some(o) = origin {
+            span.set_str("messaging.system", o.system);
+            span.set_str("messaging.destination.name", &*o.destination);
+            span.set_int(o.attributes.partition, o.partition.into());
+            span.set_int(o.attributes.offset, o.offset);
         }
         span.set_str("dapr.binding.name", binding);
         Some(span)

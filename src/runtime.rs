@@ -519,7 +519,6 @@ async fn connect_app(w: AppWiring) {
             concurrency: w.concurrency.clone(),
             metrics: w.metrics.app_channel(&name),
             tracer: w.tracer.clone(),
-            messaging_system: p.messaging_system(),
         });
         let span = tracing::info_span!("input", binding.name = %name);
         running.push(tokio::spawn(

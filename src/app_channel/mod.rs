@@ -154,8 +154,6 @@ pub struct AppSink {
     pub metrics: Option<Arc<crate::metrics::AppChannelMetrics>>,
     /// Span export (`--otlp-endpoint`); `None` when off.
     pub tracer: Option<Arc<crate::otlp::Tracer>>,
-    /// `messaging.system` of this binding's spans (`kafka`; none for cron).
-    pub messaging_system: Option<&'static str>,
 }
 
 impl EventSink for AppSink {
@@ -174,7 +172,7 @@ impl EventSink for AppSink {
                 return self.deliver_now(event, None).await;
             };
             let Some(span) =
-                tracer.start_input(&self.binding, self.messaging_system, &event.metadata)
+                tracer.start_input(&self.binding, event.origin.as_ref(), &event.metadata)
             else {
                 return self.deliver_now(event, None).await;
             };

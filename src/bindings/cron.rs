@@ -202,6 +202,7 @@ impl InputBinding for CronInput {
                 let event = BindingEvent {
                     data: bytes::Bytes::new(),
                     metadata,
+                    origin: None,
                 };
                 match sink.deliver(&event).await {
                     Ok(()) => {

@@ -46,7 +46,7 @@ pub enum BindingError {
         operation: String,
         supported: String,
     },
-    #[error("the broker is unreachable ({0}); the message was not sent")]
+    #[error("the brokers refuse this client ({0}); the message was not sent")]
     Unavailable(String),
     #[error(
         "no acknowledgement from the broker within {0:?}; the message may or may not have been written"
@@ -92,6 +92,29 @@ pub trait OutputBinding: Send + Sync {
 pub struct BindingEvent {
     pub data: Bytes,
     pub metadata: HashMap<String, String>,
+    /// Where the event was read, for telemetry; `None` for generated events (cron).
+    pub origin: Option<EventOrigin>,
+}
+
+/// The record an input event came from, typed, so that telemetry and status
+/// never parse it back out of the app-facing metadata.
+#[derive(Debug, Clone)]
+pub struct EventOrigin {
+    /// `messaging.system`, e.g. `kafka`.
+    pub system: &'static str,
+    /// Topic or queue; shared by every event of one partition.
+    pub destination: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Span attribute names of `partition` and `offset` in the system's
+    /// semantic conventions (e.g. `messaging.kafka.offset`).
+    pub attributes: &'static OriginAttributes,
+}
+
+#[derive(Debug)]
+pub struct OriginAttributes {
+    pub partition: &'static str,
+    pub offset: &'static str,
 }
 
 /// Why the app did not take an event.

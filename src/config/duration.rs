@@ -1,16 +1,20 @@
 //! Go-style duration strings (`100ms`, `10s`, `1m30s`, `1h`) as Dapr's component
-//! metadata writes them; a bare number is taken as milliseconds, as Dapr does.
+//! metadata writes them; a bare number is taken as seconds, as daprd's metadata
+//! decoder does (a field that means milliseconds says so where it is read).
 
 use std::time::Duration;
 
-/// Parses `10s`, `250ms`, `1m30s`, `1.5s`, `2h`, `500us`, or a bare number of milliseconds.
+/// Parses `10s`, `250ms`, `1m30s`, `1.5s`, `2h`, `500us`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
+    if let Ok(secs) = s.parse::<u64>() {
+        if secs > 1_000_000_000 {
+            return Err(format!("invalid duration {text:?}: out of range"));
+        }
+        return Ok(Duration::from_secs(secs));
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -99,7 +103,7 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("20").unwrap(), Duration::from_secs(20));
     }
 
     #[test]

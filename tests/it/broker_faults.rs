@@ -1,7 +1,8 @@
 //! Output bindings when the broker is not there: a sidecar started before its
 //! broker, and a broker killed under a running sidecar. Calls fail with a clear
 //! error in bounded time, the sidecar stays up, and it recovers on its own once
-//! the broker is back on the same port, without a restart.
+//! the broker is back on the same port, without a restart. Each test owns an
+//! Apache Kafka broker (`Broker::dedicated`).
 
 use std::time::Duration;
 
@@ -79,8 +80,10 @@ async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sidecar_started_before_its_broker_recovers() {
-    let port = free_port();
-    let brokers = format!("127.0.0.1:{port}");
+    // Prepared (ports known), then stopped: nobody listens when the sidecar starts.
+    let mut broker = Broker::dedicated();
+    broker.kill();
+    let brokers = broker.addr();
     let topic = unique("late");
     let sidecar = start_sidecar(
         &[kafka_component(
@@ -115,7 +118,7 @@ async fn sidecar_started_before_its_broker_recovers() {
     .await;
     assert_invoke_failed(&post(&http, "still nobody").await);
 
-    let broker = Broker::start_on(port);
+    broker.restart();
     broker.create_topic(&topic, 1);
     let accepted = post_until_accepted(&http).await;
     assert_eq!(post(&http, "next").await.0, 204);
@@ -130,8 +133,7 @@ async fn sidecar_started_before_its_broker_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_killed_and_restarted_under_a_running_sidecar() {
-    let mut broker = Broker::start();
-    let port = broker.port;
+    let mut broker = Broker::dedicated();
     let topic = unique("killed");
     broker.create_topic(&topic, 1);
     let sidecar = start_sidecar(
@@ -151,14 +153,15 @@ async fn broker_killed_and_restarted_under_a_running_sidecar() {
     assert_invoke_failed(&post(&http, "while down again").await);
     assert_eq!(get_status(format!("{http}/v1.0/healthz")).await, 204);
 
-    // Memory storage: the restarted broker starts empty, so the topic is new.
-    let broker = Broker::start_on(port);
-    broker.create_topic(&topic, 1);
+    // Same log directory: the topic and "before" are still there.
+    broker.restart();
     let accepted = post_until_accepted(&http).await;
     assert_eq!(post(&http, "after").await.0, 204);
 
-    let records = read_back(broker.addr(), topic, 2).await;
-    assert_eq!(records[0].text(), format!("\"{accepted}\""));
-    assert_eq!(records[1].text(), "\"after\"");
+    let records = read_back(broker.addr(), topic, 3).await;
+    let texts: Vec<String> = records.iter().map(Record::text).collect();
+    assert_eq!(texts[0], "\"before\"", "{texts:?}");
+    assert_eq!(texts[texts.len() - 2], format!("\"{accepted}\""), "{texts:?}");
+    assert_eq!(texts[texts.len() - 1], "\"after\"", "{texts:?}");
     sidecar.stop().await;
 }

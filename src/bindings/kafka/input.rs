@@ -4,8 +4,8 @@
 //! accepted the message (or it went to the dead-letter topic); revocation and
 //! shutdown wait for in-flight deliveries, within a bound, and commit.
 //!
-//! When every broker is down, fetching is paused until the brokers are back
-//! and know the assigned topics again (see [`InputContext::hold_fetches`]).
+//! The app gets daprd's event metadata: `__key` (when the record has one),
+//! `__topic`, `__partition`, `__offset`, `__timestamp`, then every header.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +25,12 @@ use tracing::Instrument;
 
 use super::metadata::InitialOffset;
 use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config};
-use crate::bindings::{BindingEvent, BoxFuture, DeliveryError, EventSink, InputBinding};
+use crate::bindings::{
+    BindingEvent, BoxFuture, DeliveryError, EventOrigin, EventSink, InputBinding, OriginAttributes,
+};
 use crate::status::{InputState, InputStatus};
+
+mod key_order;
 
 type Consumer_ = BaseConsumer<InputContext>;
 
@@ -72,8 +76,6 @@ struct InputContext {
     consumer: OnceLock<Weak<Consumer_>>,
     shared: Arc<Shared>,
     workers: Mutex<HashMap<(String, i32), Worker>>,
-    /// Set when every broker went down: fetching stays paused until cleared.
-    outage: AtomicBool,
 }
 
 impl ClientContext for InputContext {
@@ -98,9 +100,6 @@ impl ClientContext for InputContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.hold_fetches();
-        }
         self.client.error(error, reason)
     }
 }
@@ -136,19 +135,28 @@ impl ConsumerContext for InputContext {
                     let fenced = Arc::new(AtomicBool::new(false));
                     let (done_tx, done) = mpsc::sync_channel(1);
                     let span = tracing::info_span!("partition", binding.name = %self.shared.name, kafka.topic = %key.0, kafka.partition = key.1);
-                    self.shared.runtime.spawn(
-                        run_partition(PartitionWorker {
-                            queue,
-                            consumer: consumer.clone(),
+                    let worker = PartitionWorker {
+                        queue,
+                        consumer: consumer.clone(),
+                        ctx: Arc::new(PartitionCtx {
                             topic: key.0.clone(),
+                            topic_name: Arc::from(key.0.as_str()),
                             partition: key.1,
                             shared: self.shared.clone(),
                             cancel: cancel.clone(),
-                            fenced: fenced.clone(),
-                            _done: done_tx,
-                        })
-                        .instrument(span),
-                    );
+                        }),
+                        fenced: fenced.clone(),
+                        _done: done_tx,
+                    };
+                    if self.shared.meta.key_ordered() {
+                        self.shared
+                            .runtime
+                            .spawn(key_order::run_partition(worker).instrument(span));
+                    } else {
+                        self.shared
+                            .runtime
+                            .spawn(run_partition(worker).instrument(span));
+                    }
                     workers.insert(
                         key,
                         Worker {
@@ -160,16 +168,6 @@ impl ConsumerContext for InputContext {
                 }
                 let assigned = workers.len();
                 drop(workers);
-                // Partitions paused in an earlier outage stay paused in librdkafka
-                // when assigned again: set their state explicitly.
-                let held = if self.outage.load(Ordering::Acquire) {
-                    consumer.pause(tpl)
-                } else {
-                    consumer.resume(tpl)
-                };
-                if let Err(e) = held {
-                    tracing::warn!(binding.name = %self.shared.name, "cannot pause/resume the assigned partitions: {e}");
-                }
                 tracing::info!(binding.name = %self.shared.name, partitions = tpl.count(), "partitions assigned");
                 self.shared.status.set(
                     InputState::Subscribed,
@@ -193,37 +191,6 @@ impl ConsumerContext for InputContext {
 }
 
 impl InputContext {
-    /// Pauses fetching of every assigned partition: all brokers are down.
-    ///
-    /// librdkafka 2.12.1 dereferences a NULL topic name (SIGSEGV, the whole
-    /// process) when a Fetch response for a topic the broker does not know
-    /// carries KIP-951 leader tags with a zero topic id, as tansu sends. After
-    /// a restart that lost a topic (or made it again under a new id), the
-    /// consumer's first fetch names the old topic id, before any metadata.
-    /// Paused partitions are not fetched, so the first fetches after an outage
-    /// only happen once [`release_fetches`] saw the topics in fresh metadata
-    /// (which also gives librdkafka their new ids). Runs on the main-queue
-    /// thread; offsets are untouched, so nothing is skipped.
-    fn hold_fetches(&self) {
-        let first = !self.outage.swap(true, Ordering::AcqRel);
-        if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
-            match consumer.assignment() {
-                Ok(tpl) if tpl.count() > 0 => {
-                    if let Err(e) = consumer.pause(&tpl) {
-                        tracing::warn!(binding.name = %self.shared.name, "cannot pause fetching: {e}");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(binding.name = %self.shared.name, "cannot read the assignment to pause it: {e}")
-                }
-            }
-        }
-        if first {
-            tracing::info!(binding.name = %self.shared.name, "fetching paused until the brokers are back");
-        }
-    }
-
     /// Cancels the workers of `keys` (all when `None`) and waits, within the drain
     /// bound, until each has finished the delivery it had in flight.
     fn stop_workers(&self, keys: Option<&[(String, i32)]>) {
@@ -259,12 +226,32 @@ fn commit(consumer: &Consumer_, name: &str) {
 struct PartitionWorker {
     queue: rdkafka::consumer::base_consumer::PartitionQueue<InputContext>,
     consumer: Arc<Consumer_>,
+    ctx: Arc<PartitionCtx>,
+    fenced: Arc<AtomicBool>,
+    _done: mpsc::SyncSender<()>,
+}
+
+/// What delivering a record of one partition needs; shared with the
+/// concurrent deliveries of `deliveryOrder: key`.
+struct PartitionCtx {
     topic: String,
+    /// The topic once more, shared by the origin of every event of this partition.
+    topic_name: Arc<str>,
     partition: i32,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    fenced: Arc<AtomicBool>,
-    _done: mpsc::SyncSender<()>,
+}
+
+impl PartitionWorker {
+    /// Stores `offset` + 1 as the next offset to read (librdkafka adds the one).
+    fn store_offset(&self, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.ctx.topic, self.ctx.partition, offset)
+        {
+            tracing::debug!("offset {offset} not stored (partition no longer assigned?): {e}");
+        }
+    }
 }
 
 /// A message taken off the queue: the event for the app, plus what a
@@ -282,11 +269,11 @@ async fn run_partition(mut w: PartitionWorker) {
     w.queue.set_nonempty_callback(move || waker.notify_one());
     tracing::debug!("partition worker started");
     loop {
-        if w.cancel.is_cancelled() {
+        if w.ctx.cancel.is_cancelled() {
             break;
         }
         let received = match w.queue.poll(Duration::ZERO) {
-            Some(Ok(msg)) => received(&msg, &w.topic, w.shared.meta.dead_letter.is_some()),
+            Some(Ok(msg)) => received(&msg, &w.ctx.topic_name, &w.ctx.shared.meta),
             Some(Err(e)) => {
                 tracing::warn!("consumer error on partition: {e}");
                 continue;
@@ -294,64 +281,90 @@ async fn run_partition(mut w: PartitionWorker) {
             None => {
                 tokio::select! {
                     _ = notify.notified() => {}
-                    _ = w.cancel.cancelled() => break,
+                    _ = w.ctx.cancel.cancelled() => break,
                     // The callback fires on empty → non-empty; a slow re-poll is a safety net.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
         };
-        if !deliver_until_done(&w, &received).await {
+        if !deliver_until_done(&w.ctx, &received).await {
             break;
         }
         if w.fenced.load(Ordering::Acquire) {
             break;
         }
-        if let Err(e) = w
-            .consumer
-            .store_offset(&w.topic, w.partition, received.offset)
-        {
-            tracing::debug!(
-                "offset {} not stored (partition no longer assigned?): {e}",
-                received.offset
-            );
-        }
+        w.store_offset(received.offset);
     }
     tracing::debug!("partition worker stopped");
 }
 
-fn received(msg: &BorrowedMessage<'_>, topic: &str, keep_raw: bool) -> Received {
+/// Span attribute names of a Kafka record's origin.
+static KAFKA_ORIGIN: OriginAttributes = OriginAttributes {
+    partition: "messaging.kafka.partition",
+    offset: "messaging.kafka.offset",
+};
+
+/// `time.Time{}.UnixMilli()` in Go: what daprd reports for a record without a timestamp.
+const GO_ZERO_TIME_MILLIS: i64 = -62_135_596_800_000;
+
+fn received(msg: &BorrowedMessage<'_>, topic: &Arc<str>, meta: &KafkaMetadata) -> Received {
+    let keep_raw = meta.dead_letter.is_some();
+    let text = |v: &[u8]| {
+        if meta.escape_headers {
+            query_escape(v)
+        } else {
+            String::from_utf8_lossy(v).into_owned()
+        }
+    };
     let headers = msg.headers();
     let n = headers.map_or(0, |h| h.count());
-    let mut metadata = HashMap::with_capacity(4 + n);
+    let mut metadata = HashMap::with_capacity(5 + n);
+    let key = msg.key().map(Bytes::copy_from_slice);
+    if let Some(k) = &key {
+        metadata.insert("__key".to_string(), text(k));
+    }
+    metadata.insert("__offset".to_string(), msg.offset().to_string());
+    metadata.insert("__topic".to_string(), topic.to_string());
+    metadata.insert(
+        "__timestamp".to_string(),
+        msg.timestamp()
+            .to_millis()
+            .unwrap_or(GO_ZERO_TIME_MILLIS)
+            .to_string(),
+    );
+    metadata.insert("__partition".to_string(), msg.partition().to_string());
     let mut raw = Vec::new();
     if let Some(h) = headers {
+        // As daprd: a header of the same name overwrites the fields above.
         for header in h.iter() {
-            let value = header
-                .value
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
-            metadata.insert(header.key.to_string(), value);
             if keep_raw {
                 raw.push((
                     header.key.to_string(),
                     header.value.map(Bytes::copy_from_slice),
                 ));
             }
+            if meta
+                .exclude_header_meta
+                .as_ref()
+                .is_some_and(|f| f.excludes(header.key))
+            {
+                continue;
+            }
+            metadata.insert(header.key.to_string(), text(header.value.unwrap_or_default()));
         }
-    }
-    // The event's own fields win over same-named message headers.
-    metadata.insert("topic".to_string(), topic.to_string());
-    metadata.insert("partition".to_string(), msg.partition().to_string());
-    metadata.insert("offset".to_string(), msg.offset().to_string());
-    let key = msg.key().map(Bytes::copy_from_slice);
-    if let Some(k) = &key {
-        metadata.insert("key".to_string(), String::from_utf8_lossy(k).into_owned());
     }
     Received {
         event: BindingEvent {
             data: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
             metadata,
+            origin: Some(EventOrigin {
+                system: "kafka",
+                destination: topic.clone(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                attributes: &KAFKA_ORIGIN,
+            }),
         },
         offset: msg.offset(),
         key,
@@ -359,10 +372,30 @@ fn received(msg: &BorrowedMessage<'_>, topic: &str, keep_raw: bool) -> Received 
     }
 }
 
+/// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
+fn query_escape(v: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(v.len());
+    for &b in v {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
 /// Delivers one message until the app accepts it (or, when configured, until it
 /// is moved to the dead-letter topic). Returns false when cancelled first: the
 /// offset must then not be stored.
-async fn deliver_until_done(w: &PartitionWorker, r: &Received) -> bool {
+async fn deliver_until_done(w: &PartitionCtx, r: &Received) -> bool {
     let meta = &w.shared.meta;
     let status = &w.shared.status;
     let mut backoff = meta.consume_retry_interval;
@@ -412,7 +445,7 @@ async fn deliver_until_done(w: &PartitionWorker, r: &Received) -> bool {
 /// Writes a poison message to the dead-letter topic, retrying until the broker
 /// acknowledges it; only then may the source offset move on.
 async fn dead_letter(
-    w: &PartitionWorker,
+    w: &PartitionCtx,
     r: &Received,
     attempts: u32,
     error: &DeliveryError,
@@ -574,7 +607,6 @@ impl InputBinding for KafkaInput {
                 consumer: OnceLock::new(),
                 shared: shared.clone(),
                 workers: Mutex::new(HashMap::new()),
-                outage: AtomicBool::new(false),
             };
             let consumer: Arc<Consumer_> = match consumer_config(&name, &meta, grace)
                 .create_with_context(context)
@@ -633,10 +665,8 @@ fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, stat
     let mut last_error: Option<(String, Instant)> = None;
     let mut last_probe = Instant::now();
     while !shutdown.is_cancelled() {
-        let context = consumer.context();
-        let held = context.outage.load(Ordering::Acquire) || context.shared.health.is_down();
-        if held && last_probe.elapsed() >= PROBE_INTERVAL {
-            release_fetches(consumer, status);
+        if consumer.context().shared.health.is_down() && last_probe.elapsed() >= PROBE_INTERVAL {
+            probe_brokers(consumer, status);
             last_probe = Instant::now();
         }
         match consumer.poll(Duration::from_millis(100)) {
@@ -672,59 +702,23 @@ fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, stat
     }
 }
 
-/// How often the brokers are probed while fetching is held after an outage.
+/// How often the brokers are probed while they are known to be down.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Resumes fetching of each assigned partition the brokers' metadata has
-/// again, once they answer; the outage is over when every one has resumed.
-/// Runs on the main-queue thread, like [`InputContext::hold_fetches`], so the
-/// two never interleave.
-fn release_fetches(consumer: &Arc<Consumer_>, status: &InputStatus) {
+/// Clears "brokers down" once they answer a metadata request again, so that
+/// `/v1.0/metadata` and the status leave `error`. Fetching itself needs no help:
+/// librdkafka resumes it when the brokers are back.
+fn probe_brokers(consumer: &Arc<Consumer_>, status: &InputStatus) {
     let context = consumer.context();
     let name = &context.shared.name;
-    let assignment = match consumer.assignment() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(binding.name = %name, "cannot read the assignment: {e}");
-            return;
+    // All topics: asking for named ones could auto-create them.
+    match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+        Ok(_) => {
+            if context.shared.health.mark_up() {
+                tracing::info!(binding.name = %name, "Kafka brokers reachable again");
+            }
+            status.backend_recovered();
         }
-    };
-    // All topics: asking for named ones could auto-create them. The answer also
-    // gives librdkafka the topics' current ids, which the next fetches use.
-    let metadata = match consumer.fetch_metadata(None, Duration::from_secs(2)) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!(binding.name = %name, "brokers still unreachable: {e}");
-            return;
-        }
-    };
-    if context.shared.health.mark_up() {
-        tracing::info!(binding.name = %name, "Kafka brokers reachable again");
-    }
-    status.backend_recovered();
-    let mut ready = TopicPartitionList::new();
-    let mut missing = 0;
-    for e in assignment.elements() {
-        let known = metadata.topics().iter().any(|t| {
-            t.name() == e.topic()
-                && t.error().is_none()
-                && t.partitions().iter().any(|p| p.id() == e.partition())
-        });
-        if known {
-            ready.add_partition(e.topic(), e.partition());
-        } else {
-            missing += 1;
-            tracing::debug!(binding.name = %name, topic = e.topic(), partition = e.partition(), "not in the brokers' metadata yet: its fetching stays paused");
-        }
-    }
-    if ready.count() > 0 {
-        if let Err(e) = consumer.resume(&ready) {
-            tracing::warn!(binding.name = %name, "cannot resume fetching: {e}");
-            return;
-        }
-    }
-    if missing == 0 {
-        context.outage.store(false, Ordering::Release);
-        tracing::info!(binding.name = %name, partitions = ready.count(), "fetching resumed");
+        Err(e) => tracing::debug!(binding.name = %name, "brokers still unreachable: {e}"),
     }
 }

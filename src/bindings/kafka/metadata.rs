@@ -14,6 +14,11 @@ const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// small latency cost; 0 gives the lowest latency for light traffic (BENCHMARKS.md).
 const DEFAULT_PRODUCER_LINGER: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
+/// `maxInFlightPerPartition` when `deliveryOrder: key` does not say.
+const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: u32 = 64;
+/// Above this a partition would hold too many records in memory (twice this
+/// many: in flight plus waiting behind a busy key).
+const MAX_IN_FLIGHT_PER_PARTITION: u32 = 1024;
 
 /// Fields Dapr's Kafka binding knows that librdkafka does not need; accepted silently.
 const IGNORED: &[&str] = &[
@@ -26,7 +31,6 @@ const IGNORED: &[&str] = &[
     "clientConnectionKeepAliveInterval",
     "schemaCachingEnabled",
     "schemaLatestVersionCacheTTL",
-    "excludeHeaderMetaRegex",
 ];
 
 /// Every field this binding reads.
@@ -58,8 +62,11 @@ const KNOWN: &[&str] = &[
     "compression",
     "consumerGroupRebalanceStrategy",
     "escapeHeaders",
+    "excludeHeaderMetaRegex",
     "deadLetterTopic",
     "maxDeliveryAttempts",
+    "deliveryOrder",
+    "maxInFlightPerPartition",
     "produceTimeout",
     "producerLinger",
     "oidcTokenEndpoint",
@@ -108,17 +115,25 @@ impl SaslMechanism {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
+    /// SASL PLAIN or SCRAM (daprd's `password`).
     Password {
         username: String,
         password: Secret,
         mechanism: SaslMechanism,
     },
+    /// TLS, with a client certificate when one is given (daprd's `mtls`).
+    Mtls,
+    /// TLS that trusts `caCert` (daprd's `certificate`).
+    Certificate,
 }
 
-/// Transport security towards the brokers.
+/// Transport security towards the brokers. Certificates and keys are PEM text,
+/// as Dapr's metadata carries them (not file paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
     pub ca_cert: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<Secret>,
     pub skip_verify: bool,
 }
 
@@ -134,6 +149,16 @@ pub struct Direction {
     pub input: bool,
     pub output: bool,
     pub explicit: bool,
+}
+
+/// How the records of one partition reach the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOrder {
+    /// One at a time, in offset order (daprd's model; the default).
+    Partition,
+    /// Records with the same key in offset order, different keys concurrently,
+    /// at most `max_in_flight` deliveries per partition at once.
+    Key { max_in_flight: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,9 +188,32 @@ pub struct KafkaMetadata {
     pub producer_linger: Duration,
     pub direction: Direction,
     pub route: String,
+    /// URL-query-escape `__key` and header values given to the app (daprd's `escapeHeaders`).
     pub escape_headers: bool,
+    /// Metadata keys kept out of record headers, and header keys kept out of
+    /// event metadata (daprd's `excludeHeaderMetaRegex`).
+    pub exclude_header_meta: Option<HeaderFilter>,
     pub dead_letter: Option<DeadLetter>,
+    pub delivery_order: DeliveryOrder,
 }
+
+/// A compiled `excludeHeaderMetaRegex` (unanchored search, as Go's `MatchString`).
+#[derive(Debug, Clone)]
+pub struct HeaderFilter(regex::Regex);
+
+impl HeaderFilter {
+    pub fn excludes(&self, key: &str) -> bool {
+        self.0.is_match(key)
+    }
+}
+
+impl PartialEq for HeaderFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for HeaderFilter {}
 
 impl KafkaMetadata {
     pub fn parse(component: &Component) -> Result<Self, Vec<ConfigError>> {
@@ -221,22 +269,7 @@ impl KafkaMetadata {
         }
 
         let auth = parse_auth(r);
-        let disable_tls = r.bool("disableTls", false);
-        let skip_verify = r.bool("skipVerify", false);
-        let ca_cert = r.str("caCert").map(str::to_string);
-        // As Dapr: password auth goes over TLS unless `disableTls`; no auth is plaintext
-        // unless a CA certificate is given.
-        let tls = match (&auth, disable_tls) {
-            (_, true) => None,
-            (Auth::Password { .. }, false) => Some(Tls {
-                ca_cert,
-                skip_verify,
-            }),
-            (Auth::None, false) => ca_cert.map(|ca| Tls {
-                ca_cert: Some(ca),
-                skip_verify,
-            }),
-        };
+        let tls = parse_tls(r, &auth);
 
         let initial_offset = match r.str("initialOffset") {
             None => InitialOffset::Newest,
@@ -290,7 +323,19 @@ impl KafkaMetadata {
             }
         };
 
-        let consume_retry_interval = r.duration("consumeRetryInterval", DEFAULT_RETRY_INTERVAL);
+        // The one duration daprd reads as milliseconds when it is a bare number.
+        let consume_retry_interval = match r.str("consumeRetryInterval").map(str::trim) {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                match v.parse::<u32>() {
+                    Ok(ms) => Duration::from_millis(ms.into()),
+                    Err(_) => {
+                        r.error("consumeRetryInterval", format!("out of range: {v}"));
+                        DEFAULT_RETRY_INTERVAL
+                    }
+                }
+            }
+            _ => r.duration("consumeRetryInterval", DEFAULT_RETRY_INTERVAL),
+        };
         let consume_retry_max_interval = r.duration(
             "consumeRetryMaxInterval",
             DEFAULT_RETRY_MAX_INTERVAL.max(consume_retry_interval),
@@ -362,6 +407,19 @@ impl KafkaMetadata {
             }
         };
 
+        let delivery_order = parse_delivery_order(r);
+
+        let exclude_header_meta = match r.str("excludeHeaderMetaRegex") {
+            None | Some("") => None,
+            Some(re) => match regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
+                Ok(re) => Some(HeaderFilter(re)),
+                Err(e) => {
+                    r.error("excludeHeaderMetaRegex", format!("not a valid regular expression: {e}"));
+                    None
+                }
+            },
+        };
+
         let route = r
             .str("route")
             .map(|s| s.trim_start_matches('/').to_string())
@@ -388,7 +446,9 @@ impl KafkaMetadata {
             direction,
             route,
             escape_headers: r.bool("escapeHeaders", false),
+            exclude_header_meta,
             dead_letter,
+            delivery_order,
         };
         warn_unknown(component);
         reader.finish(meta)
@@ -403,6 +463,20 @@ impl KafkaMetadata {
         }
     }
 
+    /// Deliveries one partition may have in flight at once: 1 with
+    /// `deliveryOrder: partition`, `maxInFlightPerPartition` with `key`.
+    pub fn max_in_flight_per_partition(&self) -> u32 {
+        match self.delivery_order {
+            DeliveryOrder::Partition => 1,
+            DeliveryOrder::Key { max_in_flight } => max_in_flight,
+        }
+    }
+
+    /// True with `deliveryOrder: key`.
+    pub fn key_ordered(&self) -> bool {
+        matches!(self.delivery_order, DeliveryOrder::Key { .. })
+    }
+
     pub fn is_output(&self) -> bool {
         if self.direction.explicit {
             self.direction.output
@@ -410,6 +484,54 @@ impl KafkaMetadata {
             true
         }
     }
+}
+
+/// `deliveryOrder` (`partition` or `key`) and, with `key` only,
+/// `maxInFlightPerPartition` (1 to MAX_IN_FLIGHT_PER_PARTITION).
+fn parse_delivery_order(r: &mut FieldReader<'_>) -> DeliveryOrder {
+    let key = match r.str("deliveryOrder").map(str::trim) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("partition") => false,
+        Some(v) if v.eq_ignore_ascii_case("key") => true,
+        Some(v) => {
+            r.error(
+                "deliveryOrder",
+                format!("expected `partition` (one at a time per partition, the default) or `key` (in order per key, keys in parallel), got {v:?}"),
+            );
+            false
+        }
+    };
+    let given = r.str("maxInFlightPerPartition").is_some();
+    if !key {
+        if given && r.str("deliveryOrder").is_none_or(|v| v.trim().eq_ignore_ascii_case("partition")) {
+            r.error(
+                "maxInFlightPerPartition",
+                "needs `deliveryOrder: key`: in partition order one record per partition is in flight",
+            );
+        }
+        return DeliveryOrder::Partition;
+    }
+    let max_in_flight = if given {
+        match r.number::<u64>("maxInFlightPerPartition") {
+            Some(n) if n < 1 => {
+                r.error("maxInFlightPerPartition", "must be at least 1");
+                DEFAULT_MAX_IN_FLIGHT_PER_PARTITION
+            }
+            Some(n) if n > u64::from(MAX_IN_FLIGHT_PER_PARTITION) => {
+                r.error(
+                    "maxInFlightPerPartition",
+                    format!("must be at most {MAX_IN_FLIGHT_PER_PARTITION}, got {n}"),
+                );
+                DEFAULT_MAX_IN_FLIGHT_PER_PARTITION
+            }
+            Some(n) => n as u32,
+            // `number` has said why.
+            None => DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+        }
+    } else {
+        DEFAULT_MAX_IN_FLIGHT_PER_PARTITION
+    };
+    DeliveryOrder::Key { max_in_flight }
 }
 
 fn parse_direction(r: &mut FieldReader<'_>) -> Direction {
@@ -459,7 +581,11 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
         (Some(t), _) => t.to_ascii_lowercase(),
         // Legacy field: authRequired "true" meant SASL password.
         (None, Some(req)) => match crate::config::parse_bool(req) {
-            Some(true) => "password".into(),
+            // As daprd: with a password it means SASL, without one mTLS.
+            Some(true) if r.str("saslPassword").is_some_and(|p| !p.is_empty()) => {
+                "password".into()
+            }
+            Some(true) => "mtls".into(),
             Some(false) => "none".into(),
             None => {
                 r.error(
@@ -503,28 +629,138 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
                 mechanism,
             }
         }
-        "mtls" => {
+        "mtls" => Auth::Mtls,
+        "certificate" => Auth::Certificate,
+        "oidc" | "oidc_private_key_jwt" | "awsiam" => {
             r.error(
                 "authType",
-                "`mtls` is not supported yet; use `none` or `password` (SASL PLAIN/SCRAM over TLS)",
-            );
-            Auth::None
-        }
-        "oidc" | "oidc_private_key_jwt" | "awsiam" | "certificate" => {
-            r.error(
-                "authType",
-                format!("`{auth_type}` is not supported; use `none` or `password`"),
+                format!(
+                    "`{auth_type}` is not supported; use none, password, mtls or certificate"
+                ),
             );
             Auth::None
         }
         other => {
             r.error(
                 "authType",
-                format!("unknown authType {other:?}; expected none or password"),
+                format!(
+                    "unknown authType {other:?}; expected none, password, mtls or certificate"
+                ),
             );
             Auth::None
         }
     }
+}
+
+/// daprd's rules: TLS is on for every authType but `none`, unless `disableTls`;
+/// a client certificate is used with `mtls` only. What would be ignored is said.
+fn parse_tls(r: &mut FieldReader<'_>, auth: &Auth) -> Option<Tls> {
+    let disable_tls = r.bool("disableTls", false);
+    let skip_verify = r.bool("skipVerify", false);
+    let ca_cert = pem_field(r, "caCert", "CERTIFICATE");
+    let client_cert = pem_field(r, "clientCert", "CERTIFICATE");
+    let client_key = pem_field(r, "clientKey", "PRIVATE KEY");
+    let name = &r.component().name;
+    let ignored = |r: &FieldReader<'_>, fields: &[&str], why: &str| {
+        for f in fields {
+            if r.str(f).is_some() {
+                tracing::warn!(binding.name = %name, field = *f, "metadata field has no effect: {why}");
+            }
+        }
+    };
+    match auth {
+        Auth::None => {
+            ignored(
+                r,
+                &["caCert", "clientCert", "clientKey", "skipVerify"],
+                "authType is none, so the connection is plaintext (use authType certificate or mtls for TLS)",
+            );
+            None
+        }
+        Auth::Password { .. } => {
+            ignored(
+                r,
+                &["clientCert", "clientKey"],
+                "a client certificate is only sent with authType mtls",
+            );
+            if disable_tls {
+                ignored(r, &["caCert", "skipVerify"], "disableTls is true");
+                return None;
+            }
+            Some(Tls {
+                ca_cert,
+                client_cert: None,
+                client_key: None,
+                skip_verify,
+            })
+        }
+        Auth::Mtls => {
+            if disable_tls {
+                r.error("disableTls", "authType mtls needs TLS: disableTls cannot be true");
+            }
+            if client_cert.is_some() != client_key.is_some() {
+                let missing = if client_cert.is_some() { "clientKey" } else { "clientCert" };
+                r.error(
+                    missing,
+                    "clientCert and clientKey are given together or not at all",
+                );
+            }
+            Some(Tls {
+                ca_cert,
+                client_cert,
+                client_key: client_key.map(Secret),
+                skip_verify,
+            })
+        }
+        Auth::Certificate => {
+            if ca_cert.is_none() && r.str("caCert").is_none() {
+                r.error("caCert", "required for authType certificate (the CA to trust, PEM)");
+            }
+            if disable_tls {
+                r.error(
+                    "disableTls",
+                    "authType certificate is TLS: disableTls cannot be true",
+                );
+            }
+            ignored(
+                r,
+                &["clientCert", "clientKey"],
+                "a client certificate is only sent with authType mtls",
+            );
+            Some(Tls {
+                ca_cert,
+                client_cert: None,
+                client_key: None,
+                skip_verify,
+            })
+        }
+    }
+}
+
+/// A PEM value (certificate or key text): refused when it holds no PEM block of
+/// the expected kind, so a file path or a truncated secret fails at load time.
+fn pem_field(r: &mut FieldReader<'_>, field: &str, kind: &str) -> Option<String> {
+    let v = r.str(field)?.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let begin = v.find("-----BEGIN ");
+    let ok = begin.is_some_and(|b| {
+        let label_end = v[b + 11..].find("-----").map(|e| b + 11 + e);
+        label_end.is_some_and(|e| {
+            let label = &v[b + 11..e];
+            label.ends_with(kind) && v[e..].contains(&format!("-----END {label}-----"))
+        })
+    });
+    if !ok {
+        // Never echo the value: it may be a key.
+        r.error(
+            field,
+            format!("expected PEM text (-----BEGIN ...{kind}----- ... -----END ...{kind}-----), not a file path or other text"),
+        );
+        return None;
+    }
+    Some(v.to_string())
 }
 
 fn warn_unknown(c: &Component) {

@@ -37,9 +37,6 @@ pub(crate) fn client_config(binding: &str, meta: &KafkaMetadata) -> ClientConfig
         .set_log_level(RDKafkaLogLevel::Info);
     let tls = meta.tls.is_some();
     match &meta.auth {
-        Auth::None => {
-            c.set("security.protocol", if tls { "ssl" } else { "plaintext" });
-        }
         Auth::Password {
             username,
             password,
@@ -53,13 +50,22 @@ pub(crate) fn client_config(binding: &str, meta: &KafkaMetadata) -> ClientConfig
             .set("sasl.username", username)
             .set("sasl.password", password.expose());
         }
+        Auth::None | Auth::Mtls | Auth::Certificate => {
+            c.set("security.protocol", if tls { "ssl" } else { "plaintext" });
+        }
     }
     if let Some(t) = &meta.tls {
         if let Some(ca) = &t.ca_cert {
             c.set("ssl.ca.pem", ca);
         }
+        if let (Some(cert), Some(key)) = (&t.client_cert, &t.client_key) {
+            c.set("ssl.certificate.pem", cert)
+                .set("ssl.key.pem", key.expose());
+        }
         if t.skip_verify {
-            c.set("enable.ssl.certificate.verification", "false");
+            // Neither the chain nor the host name is checked, as Go's InsecureSkipVerify.
+            c.set("enable.ssl.certificate.verification", "false")
+                .set("ssl.endpoint.identification.algorithm", "none");
         }
     }
     if let Some(max) = meta.max_message_bytes {
@@ -72,6 +78,8 @@ pub(crate) fn client_config(binding: &str, meta: &KafkaMetadata) -> ClientConfig
 #[derive(Debug, Default)]
 pub(crate) struct BrokerHealth {
     down: AtomicBool,
+    /// The brokers answered but refused us (login, certificate): set with `down`.
+    refused: AtomicBool,
     reason: Mutex<String>,
 }
 
@@ -89,12 +97,29 @@ impl BrokerHealth {
         })
     }
 
+    /// Why the brokers refuse us (login, certificate), while they do: calls fail
+    /// at once with it. A mere outage is not a refusal: librdkafka queues the
+    /// record and it is written if the brokers are back within `produceTimeout`.
+    pub fn refusal(&self) -> Option<String> {
+        self.has_cause().then(|| self.problem()).flatten()
+    }
+
+    fn has_cause(&self) -> bool {
+        self.is_down() && self.refused.load(Ordering::Acquire)
+    }
+
     fn mark_down(&self, reason: String) {
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
         self.down.store(true, Ordering::Release);
     }
 
+    fn mark_cause(&self, reason: String) {
+        self.refused.store(true, Ordering::Release);
+        self.mark_down(reason);
+    }
+
     fn mark_up(&self) -> bool {
+        self.refused.store(false, Ordering::Release);
         self.down.swap(false, Ordering::AcqRel)
     }
 }
@@ -127,14 +152,31 @@ impl ClientContext for KafkaContext {
                 if !self.health.is_down() {
                     tracing::warn!(binding.name = %self.binding, brokers = %self.brokers, "all Kafka brokers are down: {reason}");
                 }
-                self.health
-                    .mark_down(format!("all brokers down ({}): {reason}", self.brokers));
+                // A refused login or certificate says more than "down": keep it.
+                if !self.health.has_cause() {
+                    self.health
+                        .mark_down(format!("all brokers down ({}): {reason}", self.brokers));
+                }
             }
             Some(RDKafkaErrorCode::Authentication)
             | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
-                tracing::error!(binding.name = %self.binding, "Kafka authentication failed: {reason}");
+                if !self.health.has_cause() {
+                    tracing::error!(binding.name = %self.binding, "Kafka authentication failed: {reason}");
+                }
                 self.health
-                    .mark_down(format!("authentication failed: {reason}"));
+                    .mark_cause(format!("authentication failed: {reason}"));
+            }
+            // A refused client certificate comes back as a transport failure
+            // carrying the TLS alert.
+            Some(RDKafkaErrorCode::SSL) | Some(RDKafkaErrorCode::BrokerTransportFailure)
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL)
+                    || reason.contains("SSL routines")
+                    || reason.contains("SSL handshake") =>
+            {
+                if !self.health.has_cause() {
+                    tracing::error!(binding.name = %self.binding, "TLS with the Kafka brokers failed: {reason}");
+                }
+                self.health.mark_cause(format!("TLS failed: {reason}"));
             }
             _ => {
                 tracing::debug!(binding.name = %self.binding, "librdkafka error: {error}: {reason}")

@@ -10,6 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
+use super::metadata::HeaderFilter;
 use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config, spawn_health_probe};
 use crate::bindings::{BindingError, BoxFuture, InvokeRequest, InvokeResponse, OutputBinding};
 
@@ -21,6 +22,7 @@ pub struct KafkaOutput {
     producer: FutureProducer<KafkaContext>,
     health: Arc<BrokerHealth>,
     produce_timeout: Duration,
+    exclude: Option<HeaderFilter>,
     stop_probe: CancellationToken,
 }
 
@@ -39,7 +41,11 @@ pub(crate) fn producer(
         )
         // Deliveries answer callers one by one; don't hold records back to batch them.
         .set("linger.ms", meta.producer_linger.as_millis().to_string())
-        .set("allow.auto.create.topics", "true");
+        .set("allow.auto.create.topics", "true")
+        // daprd's client (sarama) hashes keys with FNV-1a; librdkafka's default
+        // (CRC32) would put the same key on another partition, and a topic
+        // written by both sidecars would lose per-key order.
+        .set("partitioner", "fnv1a_random");
     if let Some(codec) = meta.compression {
         config.set("compression.type", codec);
     }
@@ -77,6 +83,7 @@ impl KafkaOutput {
             producer,
             health,
             produce_timeout: meta.produce_timeout,
+            exclude: meta.exclude_header_meta.clone(),
             stop_probe,
         })
     }
@@ -128,27 +135,35 @@ impl OutputBinding for KafkaOutput {
                     self.name
                 )));
             };
-            if let Some(problem) = self.health.problem() {
+            if let Some(problem) = self.health.refusal() {
                 return Err(BindingError::Unavailable(problem));
             }
+            // As daprd: the key is `partitionKey` or `__key` (`partitionKey` wins
+            // when both are given), and every entry, those two included, is
+            // also written as a header unless `excludeHeaderMetaRegex` matches it.
             let mut key: Option<&str> = None;
             let mut headers = OwnedHeaders::new_with_capacity(req.metadata.len());
             for (k, v) in &req.metadata {
                 match k.as_str() {
-                    "key" => key = Some(v),
-                    // `key` wins over `partitionKey` when both are given.
-                    "partitionKey" => key = key.or(Some(v)),
-                    _ => {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v.as_bytes()),
-                        })
-                    }
+                    "partitionKey" => key = Some(v),
+                    "__key" => key = key.or(Some(v)),
+                    _ => {}
                 }
+                if self.exclude.as_ref().is_some_and(|f| f.excludes(k)) {
+                    continue;
+                }
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
-            let mut record = FutureRecord::to(topic)
-                .payload(&req.data[..])
-                .headers(headers);
+            // A call without data writes a record without a value (a tombstone),
+            // as daprd's client does with an empty payload.
+            let payload = (!req.data.is_empty()).then_some(&req.data[..]);
+            let mut record = FutureRecord::<str, [u8]>::to(topic).headers(headers);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

@@ -30,4 +30,6 @@ for dir in tests/node examples/bindings/nodeapp; do
   fi
 done
 "$root/scripts/kafka.sh" install
+# The Go and Java SDK programs of tests/go and tests/java (cached by source hash).
+"$root/scripts/sdk-deps.sh"
 echo "test dependencies ready in $tools"

@@ -113,10 +113,10 @@ async fn raw_http_app(poison: i64, fault: Fault) -> (u16, Arc<Seen>) {
                         .lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("offset")
+                            k.eq_ignore_ascii_case("__offset")
                                 .then(|| v.trim().parse().ok())?
                         })
-                        .expect("an offset header");
+                        .expect("an __offset header");
                     seen.attempts.lock().unwrap().push((offset, Instant::now()));
                     if offset == poison && !seen.released.load(Ordering::SeqCst) {
                         match fault {
@@ -260,7 +260,7 @@ async fn garbage_grpc_app(poison: i64) -> (u16, Arc<Seen>) {
                                 body.get(5..).unwrap_or_default(),
                             )
                             .expect("a BindingEventRequest");
-                            let offset: i64 = event.metadata["offset"].parse().unwrap();
+                            let offset: i64 = event.metadata["__offset"].parse().unwrap();
                             seen.attempts.lock().unwrap().push((offset, Instant::now()));
                             if offset == poison && !seen.released.load(Ordering::SeqCst) {
                                 // Field 1 (a string) declared 100 bytes long, 3 present.

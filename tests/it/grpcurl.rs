@@ -52,7 +52,7 @@ const DATA: &str = r#"{"orderId":7}"#;
 
 fn invoke_json() -> String {
     format!(
-        r#"{{"name": "orders", "operation": "create", "data": "{DATA_B64}", "metadata": {{"key": "k"}}}}"#
+        r#"{{"name": "orders", "operation": "create", "data": "{DATA_B64}", "metadata": {{"partitionKey": "k"}}}}"#
     )
 }
 
@@ -165,6 +165,7 @@ async fn invoke_binding_from_json() {
     .unwrap();
     assert_eq!(records[0].text(), DATA);
     assert_eq!(records[0].key_text().as_deref(), Some("k"));
+    assert_eq!(records[0].header("partitionKey").as_deref(), Some("k"));
     sidecar.stop().await;
 }
 

@@ -53,18 +53,20 @@ impl Call {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The record's offset, from daprd's event metadata `__offset`.
     pub fn offset(&self) -> Option<i64> {
-        self.header("offset")?.parse().ok()
+        self.header("__offset")?.parse().ok()
     }
+    /// The record's partition, from daprd's event metadata `__partition`.
     pub fn partition(&self) -> Option<i32> {
-        self.header("partition")?.parse().ok()
+        self.header("__partition")?.parse().ok()
     }
     fn is_delivery(&self) -> bool {
         self.method == "POST" || self.method == "OnBindingEvent"
     }
     /// What identifies one event across retries.
     fn event_key(&self) -> String {
-        match (self.header("partition"), self.header("offset")) {
+        match (self.header("__partition"), self.header("__offset")) {
             (Some(p), Some(o)) => format!("{}|{p}|{o}", self.path),
             _ => format!("{}|{}", self.path, self.text()),
         }
@@ -211,6 +213,11 @@ impl HttpApp {
     /// An app that serves every route with 200.
     pub async fn start() -> HttpApp {
         Self::builder().start().await
+    }
+
+    /// [`Log::accepted_count`], also as a path (`HttpApp::accepted_count`).
+    pub fn accepted_count(&self) -> usize {
+        self.log.accepted_count()
     }
 
     /// Stops listening: answers what is in flight, closes every connection.
@@ -493,6 +500,8 @@ pub struct Msg {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// CreateTime in ms since the epoch (the producer's clock when `None`).
+    pub timestamp: Option<i64>,
 }
 
 impl Msg {
@@ -512,6 +521,10 @@ impl Msg {
     }
     pub fn header(mut self, k: &str, v: &str) -> Msg {
         self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn timestamp(mut self, ms: i64) -> Msg {
+        self.timestamp = Some(ms);
         self
     }
 }
@@ -542,6 +555,9 @@ pub async fn produce(brokers: &str, topic: &str, msgs: impl IntoIterator<Item = 
         }
         if let Some(p) = m.partition {
             record = record.partition(p);
+        }
+        if let Some(t) = m.timestamp {
+            record = record.timestamp(t);
         }
         producer
             .send(record, Duration::from_secs(20))

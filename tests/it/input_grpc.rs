@@ -33,7 +33,10 @@ async fn listed_names_decide_what_is_consumed() {
     produce(
         &broker.addr(),
         &t_exact,
-        [Msg::new(r#"{"n":1}"#).key("k1").header("trace", "t-1")],
+        [Msg::new(r#"{"n":1}"#)
+            .key("k1")
+            .timestamp(1_700_000_000_456)
+            .header("Trace-Id", "t-1")],
     )
     .await;
     produce(&broker.addr(), &t_lower, [Msg::new("lower")]).await;
@@ -52,11 +55,20 @@ async fn listed_names_decide_what_is_consumed() {
 
     let exact = &app.accepted_to("ExactOrders")[0];
     assert_eq!(&exact.body[..], br#"{"n":1}"#);
-    assert_eq!(exact.header("topic"), Some(t_exact.as_str()));
-    assert_eq!(exact.header("key"), Some("k1"));
-    assert_eq!(exact.header("partition"), Some("0"));
-    assert_eq!(exact.header("offset"), Some("0"));
-    assert_eq!(exact.header("trace"), Some("t-1"));
+    // daprd's event metadata: `__key`, `__topic`, `__partition`, `__offset`,
+    // `__timestamp`, then the record headers, names as they are.
+    assert_eq!(exact.header("__topic"), Some(t_exact.as_str()));
+    assert_eq!(exact.header("__key"), Some("k1"));
+    assert_eq!(exact.header("__partition"), Some("0"));
+    assert_eq!(exact.header("__offset"), Some("0"));
+    assert_eq!(exact.header("__timestamp"), Some("1700000000456"));
+    assert_eq!(exact.header("Trace-Id"), Some("t-1"));
+    assert_eq!(exact.headers.len(), 6, "{:?}", exact.headers);
+    assert_eq!(
+        app.accepted_to("nodeorders")[0].header("__key"),
+        None,
+        "a record without a key has no __key"
+    );
     // The event carries the name the app listed, not the component's spelling.
     assert_eq!(app.accepted_to("nodeorders")[0].text(), "lower");
     assert!(

@@ -1,4 +1,5 @@
-//! Output bindings and the other served rpcs through the gRPC API, with the
+//! Output bindings and the other served rpcs through the gRPC API (key and
+//! headers from metadata, FNV-1a partitions, empty data as a null value), with the
 //! generated tonic client, a raw tonic client for rpcs we do not serve, and a
 //! bare HTTP/2 client for the `application/grpc+proto` content type.
 
@@ -58,7 +59,11 @@ async fn invoke_binding_round_trip() {
         .invoke_binding(invoke(
             "orders",
             br#"{"orderId":1}"#,
-            &[("key", "k1"), ("trace", "abc")],
+            &[
+                ("partitionKey", "k1"),
+                ("key", "not-the-key"),
+                ("trace", "abc"),
+            ],
         ))
         .await
         .unwrap()
@@ -76,22 +81,161 @@ async fn invoke_binding_round_trip() {
         .unwrap()
         .into_inner();
     assert_eq!(second.metadata["offset"], "1");
-    let empty = client
-        .invoke_binding(invoke("orders", b"", &[]))
+    let third = client
+        .invoke_binding(invoke("orders", b"3", &[("__key", "uk")]))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(empty.metadata["offset"], "2");
+    assert_eq!(third.metadata["offset"], "2");
 
     let r = read_back(broker.addr(), topic, 3).await;
     assert_eq!(r[0].text(), r#"{"orderId":1}"#);
     assert_eq!(r[0].key_text().as_deref(), Some("k1"));
+    // As daprd: `key` is only a header; every entry is a header, the key's too.
     assert_eq!(r[0].header("trace").as_deref(), Some("abc"));
-    assert!(!r[0].headers.contains_key("key"));
+    assert_eq!(r[0].header("key").as_deref(), Some("not-the-key"));
+    assert_eq!(r[0].header("partitionKey").as_deref(), Some("k1"));
+    assert_eq!(r[0].headers.len(), 3, "{:?}", r[0].headers);
     assert_eq!(r[1].payload, binary);
     assert_eq!(r[1].key_text().as_deref(), Some("pk"));
-    assert!(r[1].headers.is_empty(), "{:?}", r[1].headers);
-    assert!(r[2].payload.is_empty());
+    assert_eq!(r[1].header("partitionKey").as_deref(), Some("pk"));
+    assert_eq!(r[1].headers.len(), 1, "{:?}", r[1].headers);
+    assert_eq!(r[2].text(), "3");
+    assert_eq!(r[2].key_text().as_deref(), Some("uk"));
+    assert_eq!(r[2].header("__key").as_deref(), Some("uk"));
+    assert_eq!(r[2].headers.len(), 1, "{:?}", r[2].headers);
+    sidecar.stop().await;
+}
+
+/// A record's key and value; `None` is null, not empty.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The first `n` records of partition 0 of `topic`, telling a null value from an empty one.
+fn read_values(brokers: &str, topic: &str, n: usize) -> Vec<KeyValue> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    wait_for(
+        &format!("{n} records of {topic}"),
+        Duration::from_secs(30),
+        || {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+            }
+            (out.len() >= n).then_some(())
+        },
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_data_writes_a_null_value() {
+    let (broker, topic, sidecar) = orders_setup().await;
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    // A tombstone, as daprd's client writes for an empty payload: key, no value.
+    let reply = client
+        .invoke_binding(invoke("orders", b"", &[("partitionKey", "gone")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.metadata["offset"], "0");
+    client
+        .invoke_binding(invoke("orders", b"x", &[]))
+        .await
+        .unwrap();
+    // Over HTTP a missing `data` is JSON null, 4 bytes of text, not a tombstone.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
+        .body(r#"{"operation": "create"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let (brokers, t) = (broker.addr(), topic.clone());
+    let got = tokio::task::spawn_blocking(move || read_values(&brokers, &t, 3))
+        .await
+        .unwrap();
+    assert_eq!(got[0], (Some(b"gone".to_vec()), None), "a null value");
+    assert_eq!(got[1], (None, Some(b"x".to_vec())));
+    assert_eq!(got[2], (None, Some(b"null".to_vec())));
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_pick_the_fnv1a_partition_over_grpc() {
+    let broker = Broker::start();
+    let topic = unique("grpc-fnv");
+    broker.create_topic(&topic, 3);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[
+                ("publishTopic", &topic),
+                ("excludeHeaderMetaRegex", "^x-internal-"),
+            ],
+        )],
+        |_| {},
+    )
+    .await;
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    let keys = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "customer-4",
+        "customer-5",
+    ];
+    for key in keys {
+        let reply = client
+            .invoke_binding(invoke(
+                "orders",
+                key.as_bytes(),
+                &[
+                    ("partitionKey", key),
+                    ("x-internal-id", "7"),
+                    ("kept", "yes"),
+                ],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.metadata["partition"],
+            crate::output_http::fnv1a_partition(key, 3).to_string(),
+            "{key}"
+        );
+    }
+    let records = read_back(broker.addr(), topic, keys.len()).await;
+    for key in keys {
+        let r = records
+            .iter()
+            .find(|r| r.text() == key)
+            .unwrap_or_else(|| panic!("{key} on the topic: {records:?}"));
+        assert_eq!(r.key_text().as_deref(), Some(key));
+        assert_eq!(
+            r.partition,
+            crate::output_http::fnv1a_partition(key, 3),
+            "{key}"
+        );
+        // `excludeHeaderMetaRegex` keeps x-internal-* out of the headers.
+        assert_eq!(r.header("x-internal-id"), None, "{:?}", r.headers);
+        assert_eq!(r.header("kept").as_deref(), Some("yes"));
+        assert_eq!(r.header("partitionKey").as_deref(), Some(key));
+        assert_eq!(r.headers.len(), 2, "{:?}", r.headers);
+    }
     sidecar.stop().await;
 }
 
@@ -298,7 +442,7 @@ async fn grpc_plus_proto_content_type_is_accepted() {
             frame(&invoke(
                 "orders",
                 content_type.as_bytes(),
-                &[("key", "raw")],
+                &[("partitionKey", "raw")],
             )),
         )
         .await;
@@ -324,5 +468,6 @@ async fn grpc_plus_proto_content_type_is_accepted() {
     assert_eq!(r[0].text(), "application/grpc+proto");
     assert_eq!(r[1].text(), "application/grpc");
     assert_eq!(r[0].key_text().as_deref(), Some("raw"));
+    assert_eq!(r[0].header("partitionKey").as_deref(), Some("raw"));
     sidecar.stop().await;
 }

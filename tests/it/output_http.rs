@@ -1,6 +1,9 @@
 //! Output bindings through the HTTP shim, against a real broker: how `data` of
 //! each JSON type reaches the topic, how request metadata becomes the Kafka key
-//! and headers, the reply headers, ordering, health, metadata and shutdown.
+//! and headers (as daprd: `partitionKey` or `__key` is the key, every entry is a
+//! header unless `excludeHeaderMetaRegex` matches), which partition a key picks
+//! (FNV-1a, as daprd's client), the reply headers, ordering, health, metadata
+//! and shutdown.
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +42,7 @@ async fn post_produces_with_key_and_headers() {
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
-        .body(r#"{"data": {"orderId": 1}, "operation": "create", "metadata": {"key": "k1", "trace": "abc"}}"#)
+        .body(r#"{"data": {"orderId": 1}, "operation": "create", "metadata": {"partitionKey": "k1", "trace": "abc"}}"#)
         .send()
         .await
         .unwrap();
@@ -53,10 +56,9 @@ async fn post_produces_with_key_and_headers() {
     assert_eq!(records[0].text(), r#"{"orderId":1}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k1"));
     assert_eq!(records[0].header("trace").as_deref(), Some("abc"));
-    assert!(
-        !records[0].headers.contains_key("key"),
-        "the key is not also a header"
-    );
+    // As daprd: every metadata entry is a header, the key's too.
+    assert_eq!(records[0].header("partitionKey").as_deref(), Some("k1"));
+    assert_eq!(records[0].headers.len(), 2, "{:?}", records[0].headers);
     sidecar.stop().await;
 }
 
@@ -134,13 +136,15 @@ async fn metadata_becomes_key_and_headers() {
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
     let bodies = [
-        // partitionKey is the key too.
+        // partitionKey is the key, and a header like every entry (as daprd).
         r#"{"data": 1, "operation": "create", "metadata": {"partitionKey": "pk-1", "source": "web"}}"#,
-        // With both, `key` wins and neither becomes a header.
-        r#"{"data": 2, "operation": "create", "metadata": {"partitionKey": "pk-2", "key": "k-2"}}"#,
+        // `__key` is the key too; `key` is only a header.
+        r#"{"data": 2, "operation": "create", "metadata": {"__key": "uk-2", "key": "k-2"}}"#,
         // Only headers, no key; empty metadata map.
         r#"{"data": 3, "operation": "create", "metadata": {"a": "1", "b": "two words", "c": ""}}"#,
         r#"{"data": 4, "operation": "create", "metadata": {}}"#,
+        // With both, partitionKey is the key; both are headers.
+        r#"{"data": 5, "operation": "create", "metadata": {"__key": "uk-5", "partitionKey": "pk-5"}}"#,
     ];
     let mut offsets = Vec::new();
     for body in bodies {
@@ -156,16 +160,19 @@ async fn metadata_becomes_key_and_headers() {
                 .unwrap(),
         );
     }
-    assert_eq!(offsets, [0, 1, 2, 3]);
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
 
-    let r = read_back(broker.addr(), topic, 4).await;
+    let r = read_back(broker.addr(), topic, 5).await;
     assert_eq!(r[0].text(), "1");
     assert_eq!(r[0].key_text().as_deref(), Some("pk-1"));
     assert_eq!(r[0].header("source").as_deref(), Some("web"));
-    assert_eq!(r[0].headers.len(), 1, "{:?}", r[0].headers);
+    assert_eq!(r[0].header("partitionKey").as_deref(), Some("pk-1"));
+    assert_eq!(r[0].headers.len(), 2, "{:?}", r[0].headers);
 
-    assert_eq!(r[1].key_text().as_deref(), Some("k-2"));
-    assert!(r[1].headers.is_empty(), "{:?}", r[1].headers);
+    assert_eq!(r[1].key_text().as_deref(), Some("uk-2"));
+    assert_eq!(r[1].header("__key").as_deref(), Some("uk-2"));
+    assert_eq!(r[1].header("key").as_deref(), Some("k-2"));
+    assert_eq!(r[1].headers.len(), 2, "{:?}", r[1].headers);
 
     assert_eq!(r[2].key, None);
     assert_eq!(r[2].header("a").as_deref(), Some("1"));
@@ -175,6 +182,11 @@ async fn metadata_becomes_key_and_headers() {
 
     assert_eq!(r[3].key, None);
     assert!(r[3].headers.is_empty());
+
+    assert_eq!(r[4].key_text().as_deref(), Some("pk-5"));
+    assert_eq!(r[4].header("partitionKey").as_deref(), Some("pk-5"));
+    assert_eq!(r[4].header("__key").as_deref(), Some("uk-5"));
+    assert_eq!(r[4].headers.len(), 2, "{:?}", r[4].headers);
     for (record, offset) in r.iter().zip(&offsets) {
         assert_eq!(
             record.offset, *offset,
@@ -193,7 +205,7 @@ async fn hundred_sequential_posts_land_in_order() {
     for n in 0..100 {
         let resp = client
             .post(&url)
-            .json(&serde_json::json!({"data": {"n": n}, "operation": "create", "metadata": {"key": "same"}}))
+            .json(&serde_json::json!({"data": {"n": n}, "operation": "create", "metadata": {"partitionKey": "same"}}))
             .send()
             .await
             .unwrap();
@@ -210,6 +222,12 @@ async fn hundred_sequential_posts_land_in_order() {
     let got: Vec<String> = records.iter().map(Record::text).collect();
     let want: Vec<String> = (0..100).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
     assert_eq!(got, want);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.key_text().as_deref() == Some("same")),
+        "every record has the key"
+    );
     sidecar.stop().await;
 }
 
@@ -463,7 +481,7 @@ async fn concurrent_posts_are_all_acknowledged_and_keys_pick_partitions() {
                 .json(&serde_json::json!({
                     "data": n,
                     "operation": "create",
-                    "metadata": {"key": format!("customer-{}", n % 6)},
+                    "metadata": {"partitionKey": format!("customer-{}", n % 6)},
                 }))
                 .send()
                 .await
@@ -488,8 +506,10 @@ async fn concurrent_posts_are_all_acknowledged_and_keys_pick_partitions() {
             .unwrap_or_else(|| {
                 panic!("post {n} acknowledged at {partition}/{offset} is on the topic")
             });
+        let key = format!("customer-{}", n % 6);
         assert_eq!(r.text(), n.to_string());
-        assert_eq!(r.key_text(), Some(format!("customer-{}", n % 6)));
+        assert_eq!(r.partition, fnv1a_partition(&key, 3), "{key}");
+        assert_eq!(r.key_text(), Some(key));
     }
     // One key, one partition.
     for k in 0..6 {
@@ -502,5 +522,122 @@ async fn concurrent_posts_are_all_acknowledged_and_keys_pick_partitions() {
         partitions.dedup();
         assert_eq!(partitions.len(), 1, "{key} spread over {partitions:?}");
     }
+    sidecar.stop().await;
+}
+
+/// 32-bit FNV-1a of `key`.
+pub(crate) fn fnv1a(key: &[u8]) -> u32 {
+    key.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The partition daprd's client (sarama's hash partitioner) picks for `key`:
+/// the hash as a signed 32-bit number, modulo `n`, negated if negative.
+pub(crate) fn fnv1a_partition(key: &str, n: i32) -> i32 {
+    let p = (fnv1a(key.as_bytes()) as i32) % n;
+    if p < 0 { -p } else { p }
+}
+
+#[test]
+fn fnv1a_matches_published_vectors() {
+    // From the FNV reference and librdkafka's fnv1a unit test (Go's hash/fnv).
+    assert_eq!(fnv1a(b""), 0x811c_9dc5);
+    assert_eq!(fnv1a(b"a"), 0xe40c_292c);
+    assert_eq!(fnv1a(b"kafka"), 0x0d33_c4e1);
+    assert_eq!(fnv1a(b"giberish123456789"), 0x77a5_8295);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_pick_the_fnv1a_partition_as_daprd() {
+    let broker = Broker::start();
+    let topic = unique("fnv");
+    broker.create_topic(&topic, 3);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[("publishTopic", &topic)],
+        )],
+        |_| {},
+    )
+    .await;
+    // Hashes of both signs; for most of these librdkafka's default partitioner
+    // (CRC32) picks another partition, and every partition gets a key.
+    let keys = [
+        "customer-0",
+        "customer-1",
+        "customer-2",
+        "k2",
+        "gamma",
+        "order-3",
+    ];
+    let mut covered: Vec<i32> = keys.iter().map(|k| fnv1a_partition(k, 3)).collect();
+    covered.sort();
+    covered.dedup();
+    assert_eq!(covered, [0, 1, 2], "the keys cover every partition");
+    assert!(keys.iter().any(|k| (fnv1a(k.as_bytes()) as i32) < 0));
+
+    let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    let client = reqwest::Client::new();
+    for (i, key) in keys.iter().enumerate() {
+        // Half through `partitionKey`, half through `__key`: the same rule.
+        let field = if i % 2 == 0 { "partitionKey" } else { "__key" };
+        let resp = client
+            .post(&url)
+            .json(&serde_json::json!({"data": i, "operation": "create", "metadata": {field: key}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{key}");
+        assert_eq!(
+            resp.headers()["metadata.partition"],
+            fnv1a_partition(key, 3).to_string().as_str(),
+            "the reply names the FNV-1a partition of {key}"
+        );
+    }
+    let records = read_back(broker.addr(), topic, keys.len()).await;
+    for (i, key) in keys.iter().enumerate() {
+        let r = records
+            .iter()
+            .find(|r| r.text() == i.to_string())
+            .unwrap_or_else(|| panic!("record {i} on the topic: {records:?}"));
+        assert_eq!(r.key_text().as_deref(), Some(*key));
+        assert_eq!(r.partition, fnv1a_partition(key, 3), "partition of {key}");
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exclude_header_meta_regex_keeps_metadata_out_of_the_headers() {
+    let broker = Broker::start();
+    let topic = unique("exclude");
+    broker.create_topic(&topic, 1);
+    // Unanchored, as Go's MatchString: `secret` matches anywhere in a name.
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[
+                ("publishTopic", &topic),
+                ("excludeHeaderMetaRegex", "^partitionKey$|secret"),
+            ],
+        )],
+        |_| {},
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
+        .body(r#"{"data": "x", "operation": "create", "metadata": {"partitionKey": "pk", "__key": "uk", "x-secret-token": "s3", "keep": "yes"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let r = read_back(broker.addr(), topic, 1).await;
+    // An excluded entry still does its job: partitionKey is the key.
+    assert_eq!(r[0].key_text().as_deref(), Some("pk"));
+    assert_eq!(r[0].header("__key").as_deref(), Some("uk"));
+    assert_eq!(r[0].header("keep").as_deref(), Some("yes"));
+    assert_eq!(r[0].headers.len(), 2, "{:?}", r[0].headers);
     sidecar.stop().await;
 }

@@ -43,7 +43,7 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
 
     // Consumer: `dapr run --app-id bindings-nodeapp --app-port 3000 node app.js`.
     let app_port = free_port();
-    let mut consumer_sidecar = SidecarProc::start(
+    let mut consumer_sidecar = ChildSidecar::start(
         "bindings-nodeapp",
         components.path(),
         &["--app-port", &app_port.to_string()],
@@ -82,7 +82,7 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
 
     // Producer: `dapr run --app-id bindings-pythonapp python3 app.py` (no app port).
     let mut producer_sidecar =
-        SidecarProc::start("bindings-pythonapp", components.path(), &[]).await;
+        ChildSidecar::start("bindings-pythonapp", components.path(), &[]).await;
 
     // The component reads from the newest offset, as in the tutorial: an order
     // sent before the consumer's start offset is fixed would be skipped. Send a

@@ -19,8 +19,9 @@ fn node_script(args: &[&str]) -> Command {
     cmd
 }
 
-/// `client.binding.send('sample-topic', 'create', {orderId: 1}, {key: 'k1'})`
-/// through the given protocol puts one record with that key on the topic.
+/// `client.binding.send('sample-topic', 'create', {orderId: 1}, {partitionKey: 'k1', ...})`
+/// through the given protocol puts one record with that key on the topic, every
+/// metadata entry a header (as daprd).
 async fn client_send_produces_record(protocol: &str) {
     let broker = Broker::start();
     let topic = unique("node-orders");
@@ -44,7 +45,7 @@ async fn client_send_produces_record(protocol: &str) {
         &port.to_string(),
         "sample-topic",
         r#"{"orderId": 1}"#,
-        r#"{"key": "k1", "source": "node"}"#,
+        r#"{"partitionKey": "k1", "source": "node"}"#,
     ]);
     let (app, status) = run_to_end(
         Proc::spawn(&format!("client_send.js {protocol}"), cmd),
@@ -67,6 +68,7 @@ async fn client_send_produces_record(protocol: &str) {
     assert_eq!(records[0].text(), r#"{"orderId":1}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k1"));
     assert_eq!(records[0].header("source").as_deref(), Some("node"));
+    assert_eq!(records[0].header("partitionKey").as_deref(), Some("k1"));
     sidecar.stop().await;
 }
 

@@ -221,17 +221,18 @@ pub fn clear_dapr_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// `outrigger sidecar` as a child process on free ports.
-pub struct SidecarProc {
+/// `outrigger sidecar` as a child process on free ports, its output kept in a
+/// [`Proc`] transcript (for tests that show it beside their apps' output).
+pub struct ChildSidecar {
     pub proc: Proc,
     pub http_port: u16,
     pub grpc_port: u16,
 }
 
-impl SidecarProc {
+impl ChildSidecar {
     /// Starts the binary; `extra` adds flags (e.g. `--app-port`). Returns once
     /// `/v1.0/healthz/outbound` answers 204 on the port it was given.
-    pub async fn start(app_id: &str, resources: &Path, extra: &[&str]) -> SidecarProc {
+    pub async fn start(app_id: &str, resources: &Path, extra: &[&str]) -> ChildSidecar {
         let http_port = free_port();
         let grpc_port = free_port();
         let mut cmd = Command::new(outrigger_bin());
@@ -268,7 +269,7 @@ impl SidecarProc {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        SidecarProc {
+        ChildSidecar {
             proc,
             http_port,
             grpc_port,

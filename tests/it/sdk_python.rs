@@ -43,7 +43,7 @@ async fn invoke_binding_produces_record_with_key_and_header() {
         "sample-topic",
         "create",
         r#"{"orderId":1}"#,
-        r#"{"key": "k1", "h": "v"}"#,
+        r#"{"partitionKey": "k1", "key": "not-the-key", "h": "v"}"#,
     ]);
     sdk_env(&mut cmd, &sidecar);
     let (app, status) =
@@ -75,10 +75,14 @@ async fn invoke_binding_produces_record_with_key_and_header() {
     let rec = only_json_line(&reader);
     assert_eq!(rec["value"], r#"{"orderId":1}"#);
     assert_eq!(rec["key"], "k1");
+    // As daprd: every metadata entry is a header; `key` is not the key.
     assert_eq!(rec["headers"]["h"], "v");
-    assert!(
-        rec["headers"].get("key").is_none(),
-        "the key is not also a header: {rec}"
+    assert_eq!(rec["headers"]["partitionKey"], "k1", "{rec}");
+    assert_eq!(rec["headers"]["key"], "not-the-key", "{rec}");
+    assert_eq!(
+        rec["headers"].as_object().map(|h| h.len()),
+        Some(3),
+        "{rec}"
     );
     sidecar.stop().await;
 }
@@ -180,7 +184,11 @@ async fn grpc_app_receives_each_event_once_in_order() {
     for i in 1..=N {
         let resp = client
             .post(format!("{http}/v1.0/bindings/sample-topic"))
-            .json(&serde_json::json!({"data": {"n": i}, "operation": "create"}))
+            .json(&serde_json::json!({
+                "data": {"n": i},
+                "operation": "create",
+                "metadata": {"partitionKey": format!("k{i}")},
+            }))
             .send()
             .await
             .unwrap();
@@ -214,4 +222,20 @@ async fn grpc_app_receives_each_event_once_in_order() {
         "{}",
         app.transcript()
     );
+    // The SDK hands the handler daprd's event metadata.
+    for (i, e) in app.events("binding").iter().enumerate() {
+        let md = &e["metadata"];
+        assert_eq!(md["__topic"], topic.as_str(), "{e}");
+        assert_eq!(md["__partition"], "0", "{e}");
+        assert_eq!(md["__offset"], i.to_string().as_str(), "{e}");
+        assert_eq!(md["__key"], format!("k{}", i + 1).as_str(), "{e}");
+        assert_eq!(md["partitionKey"], format!("k{}", i + 1).as_str(), "{e}");
+        assert!(
+            md["__timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some(),
+            "{e}"
+        );
+    }
 }

@@ -55,7 +55,7 @@ async fn rust_sdk_invokes_the_binding_and_reads_metadata() {
 
     let mut c = client(&sidecar, Some("rs-token")).await;
     let metadata = HashMap::from([
-        ("key".to_string(), "k-rs".to_string()),
+        ("partitionKey".to_string(), "k-rs".to_string()),
         ("source".to_string(), "rust-sdk".to_string()),
     ]);
     let resp = c
@@ -95,5 +95,6 @@ async fn rust_sdk_invokes_the_binding_and_reads_metadata() {
     assert_eq!(records[0].text(), r#"{"orderId":7}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k-rs"));
     assert_eq!(records[0].header("source").as_deref(), Some("rust-sdk"));
+    assert_eq!(records[0].header("partitionKey").as_deref(), Some("k-rs"));
     sidecar.stop().await;
 }

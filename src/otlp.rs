@@ -162,6 +162,12 @@ fn random_u64() -> u64 {
     }
 }
 
+/// A new `traceparent` that is not sampled (flags 00), for a write or a
+/// delivery that arrived without one: daprd always passes one on.
+pub fn unsampled_traceparent() -> String {
+    format!("00-{}-{}-00", hex(&new_trace_id()), hex(&new_span_id()))
+}
+
 fn new_span_id() -> [u8; 8] {
     random_u64().to_be_bytes()
 }

@@ -138,10 +138,18 @@ impl Sidecar {
                 Err(source) => return Err(RuntimeError::ComponentInit { name, source }),
             };
             tracing::info!(component = %name, r#type = %p.component.component_type, output = output.is_some(), input = input.is_some(), "component loaded");
+            let mut capabilities = Vec::new();
+            if input.is_some() {
+                capabilities.push("INPUT_BINDING");
+            }
+            if output.is_some() {
+                capabilities.push("OUTPUT_BINDING");
+            }
             components.push(ComponentInfo {
                 name: name.clone(),
                 component_type: p.component.component_type.clone(),
                 version: p.component.version.clone(),
+                capabilities,
             });
             if let Some(o) = output {
                 outputs.insert(name.clone(), o);

@@ -13,6 +13,9 @@ pub enum ErrorKind {
     NotFound,
     RequestTimeout,
     MethodNotAllowed,
+    /// daprd's answer to a path it does not route: it takes it for service
+    /// invocation without an app id.
+    DirectInvoke,
 }
 
 /// (kind, errorCode, HTTP status, gRPC code)
@@ -28,6 +31,7 @@ const TABLE: &[(ErrorKind, &str, StatusCode, Code)] = &[
     (ErrorKind::NotFound, "ERR_NOT_FOUND", StatusCode::NOT_FOUND, Code::NotFound),
     (ErrorKind::RequestTimeout, "ERR_REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
     (ErrorKind::MethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented),
+    (ErrorKind::DirectInvoke, "ERR_DIRECT_INVOKE", StatusCode::NOT_FOUND, Code::NotFound),
 ];
 
 impl ErrorKind {
@@ -78,10 +82,24 @@ impl ApiError {
         )
     }
 
-    pub fn unauthorized() -> Self {
+    /// daprd's words: whether a token was presented at all is said (over gRPC,
+    /// in the error details), the token itself never.
+    pub fn unauthorized(presented: bool) -> Self {
         Self::new(
             ErrorKind::Unauthorized,
-            "authorization failed: the dapr-api-token is missing or wrong",
+            if presented {
+                "authentication error: api token mismatch"
+            } else {
+                "missing api token in request metadata"
+            },
+        )
+    }
+
+    /// daprd's answer to a path it does not serve.
+    pub fn no_route() -> Self {
+        Self::new(
+            ErrorKind::DirectInvoke,
+            "failed getting app id either from the URL path or the header dapr-app-id",
         )
     }
 
@@ -94,9 +112,73 @@ impl ApiError {
         )
     }
 
+    /// The gRPC status, with daprd's `google.rpc.ErrorInfo` details where daprd
+    /// sends them (output binding and token errors).
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.kind.grpc_code(), self.message.clone())
+        let code = self.kind.grpc_code();
+        let (message, info) = match self.kind {
+            ErrorKind::InvokeOutputBinding => (
+                self.message.clone(),
+                Some(ErrorInfo {
+                    reason: self.kind.code().to_string(),
+                    domain: DAPR_DOMAIN.to_string(),
+                    metadata: Default::default(),
+                }),
+            ),
+            ErrorKind::Unauthorized => (
+                "Unauthorized".to_string(),
+                Some(ErrorInfo {
+                    reason: "Unauthorized".to_string(),
+                    domain: DAPR_DOMAIN.to_string(),
+                    metadata: [
+                        ("http.code".to_string(), "401".to_string()),
+                        ("http.error_message".to_string(), self.message.clone()),
+                    ]
+                    .into(),
+                }),
+            ),
+            _ => (self.message.clone(), None),
+        };
+        let Some(info) = info else {
+            return tonic::Status::new(code, message);
+        };
+        let details = RpcStatus {
+            code: code as i32,
+            message: message.clone(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".to_string(),
+                value: prost::Message::encode_to_vec(&info),
+            }],
+        };
+        tonic::Status::with_details(code, message, prost::Message::encode_to_vec(&details).into())
     }
+}
+
+const DAPR_DOMAIN: &str = "dapr.io";
+
+/// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.ErrorInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ErrorInfo {
+    #[prost(string, tag = "1")]
+    reason: String,
+    #[prost(string, tag = "2")]
+    domain: String,
+    #[prost(map = "string, string", tag = "3")]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+impl ApiError {
 }
 
 /// Names the Dapr building block an unserved API belongs to.
@@ -144,6 +226,7 @@ mod tests {
             ErrorKind::NotFound,
             ErrorKind::RequestTimeout,
             ErrorKind::MethodNotAllowed,
+            ErrorKind::DirectInvoke,
         ] {
             assert_eq!(TABLE.iter().filter(|r| r.0 == kind).count(), 1, "{kind:?}");
         }

@@ -24,6 +24,55 @@ use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::dapr_server::Dapr;
 
 const DAPR_SERVICE: &str = "/dapr.proto.runtime.v1.Dapr/";
+
+/// The call's `:authority`, kept by the gate for [`call_metadata`].
+#[derive(Clone)]
+struct Authority(String);
+
+/// gRPC metadata grpc-go keeps out of what it hands a handler.
+const RESERVED_GRPC: &[&str] = &[
+    "te",
+    "grpc-timeout",
+    "grpc-encoding",
+    "grpc-message-type",
+    "grpc-message",
+    "grpc-status",
+    "grpc-status-details-bin",
+];
+
+/// As daprd: every call metadata entry joins the request metadata (so becomes a
+/// record header), without overwriting an entry the request names, except the
+/// trace context; `:authority` and `grpc-*` keys get daprd's `dapr-` prefix.
+/// Unlike daprd, the API token is never copied: it would land in every record.
+fn call_metadata(
+    request: &Request<pb::InvokeBindingRequest>,
+    metadata: &mut std::collections::HashMap<String, String>,
+) {
+    let mut put = |key: String, value: &str| {
+        let trace = super::TRACE_HEADERS.contains(&key.as_str());
+        if trace || !metadata.contains_key(&key) {
+            metadata.insert(key, value.to_string());
+        }
+    };
+    if let Some(Authority(a)) = request.extensions().get::<Authority>() {
+        put("dapr-authority".to_string(), a);
+    }
+    for kv in request.metadata().iter() {
+        let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv else {
+            continue;
+        };
+        let key = k.as_str();
+        if RESERVED_GRPC.contains(&key) || key == "dapr-api-token" {
+            continue;
+        }
+        let Ok(value) = v.to_str() else { continue };
+        if key.starts_with("grpc-") {
+            put(format!("dapr-{key}"), value);
+        } else {
+            put(key.to_string(), value);
+        }
+    }
+}
 const SERVED: &[&str] = &["InvokeBinding", "GetMetadata", "SetMetadata", "Shutdown"];
 
 pub struct DaprApi {
@@ -36,10 +85,15 @@ impl Dapr for DaprApi {
         &self,
         request: Request<pb::InvokeBindingRequest>,
     ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
-        let trace =
-            super::TraceContext::read(|k| request.metadata().get(k).and_then(|v| v.to_str().ok()));
+        let mut from_call = std::collections::HashMap::new();
+        call_metadata(&request, &mut from_call);
         let mut r = request.into_inner();
-        trace.apply(&mut r.metadata);
+        for (k, v) in from_call {
+            let trace = super::TRACE_HEADERS.contains(&k.as_str());
+            if trace || !r.metadata.contains_key(&k) {
+                r.metadata.insert(k, v);
+            }
+        }
         let invoke = InvokeRequest {
             data: r.data,
             metadata: r.metadata,
@@ -66,7 +120,7 @@ impl Dapr for DaprApi {
                 name: c.name.clone(),
                 r#type: c.component_type.clone(),
                 version: c.version.clone(),
-                capabilities: Vec::new(),
+                capabilities: c.capabilities.iter().map(|s| s.to_string()).collect(),
             })
             .collect();
         let app_connection_properties = Some(pb::AppConnectionProperties {
@@ -83,6 +137,12 @@ impl Dapr for DaprApi {
             app_connection_properties,
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             enabled_features: Vec::new(),
+            actor_runtime: Some(pb::ActorRuntime {
+                runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
+                host_ready: false,
+                placement: "placement: disconnected".to_string(),
+            }),
+            workflows: Some(pb::MetadataWorkflows::default()),
         }))
     }
 
@@ -232,15 +292,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if !self.state.authorized(
-            request
-                .headers()
-                .get("dapr-api-token")
-                .map(|v| v.as_bytes()),
-        ) {
-            let status = ApiError::unauthorized().to_status();
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let presented = request
+            .headers()
+            .get("dapr-api-token")
+            .map(|v| v.as_bytes());
+        if !self.state.authorized(presented) {
+            let status = ApiError::unauthorized(presented.is_some()).to_status();
             return Box::pin(async move { Ok(status.into_http()) });
+        }
+        // `:authority` is not in the metadata tonic hands the rpc; daprd copies it.
+        if let Some(a) = request.uri().authority().map(|a| Authority(a.as_str().to_string())) {
+            request.extensions_mut().insert(a);
         }
         if let Some(method) = request.uri().path().strip_prefix(DAPR_SERVICE) {
             if !SERVED.contains(&method) {
@@ -277,7 +340,18 @@ fn resource_exhausted_when_too_large(
     let too_large = Status::from_header_map(response.headers())
         .is_some_and(|s| s.code() == tonic::Code::OutOfRange && s.message().contains("too large"));
     if too_large {
-        ApiError::too_large(limit).to_status().into_http()
+        // grpc-go's words, which Dapr clients see from daprd.
+        let found = Status::from_header_map(response.headers())
+            .and_then(|s| {
+                let m = s.message();
+                let n = m.split("found ").nth(1)?.split(' ').next()?.to_string();
+                Some(n)
+            })
+            .unwrap_or_else(|| "?".into());
+        Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({found} vs. {limit})"
+        ))
+        .into_http()
     } else {
         response
     }

@@ -36,6 +36,18 @@ use crate::bindings::InvokeRequest;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.kind == ErrorKind::Unauthorized {
+            // daprd's token check answers in plain text, not Dapr's JSON shape.
+            return (
+                StatusCode::UNAUTHORIZED,
+                [
+                    (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                "invalid api token\n",
+            )
+                .into_response();
+        }
         let body = json!({ "errorCode": self.kind.code(), "message": self.message });
         (self.kind.http_status(), axum::Json(body)).into_response()
     }
@@ -309,17 +321,14 @@ async fn require_token(
 ) -> Response {
     let path = request.uri().path();
     let open = path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound";
-    if open
-        || state.authorized(
-            request
-                .headers()
-                .get("dapr-api-token")
-                .map(HeaderValue::as_bytes),
-        )
-    {
+    let presented = request
+        .headers()
+        .get("dapr-api-token")
+        .map(HeaderValue::as_bytes);
+    if open || state.authorized(presented) {
         next.run(request).await
     } else {
-        ApiError::unauthorized().into_response()
+        ApiError::unauthorized(presented.is_some()).into_response()
     }
 }
 
@@ -357,9 +366,14 @@ pub fn decode_envelope(body: &Bytes) -> Result<InvokeRequest, ApiError> {
                     "data nests deeper than {MAX_DATA_DEPTH} levels"
                 )));
             }
-            crate::json::compact(body, raw.get())
+            if raw.get().trim() == "null" {
+                Bytes::new()
+            } else {
+                crate::json::compact(body, raw.get())
+            }
         }
-        None => Bytes::from_static(b"null"),
+        // As daprd: `null` or no `data` writes a record without a value.
+        None => Bytes::new(),
     };
     Ok(InvokeRequest {
         data,
@@ -399,8 +413,9 @@ async fn read_body(state: &ApiState, request: Request) -> Result<Bytes, ApiError
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    // daprd's words for a body over the limit (400, not 413).
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::too_large(limit));
+        return Err(ApiError::malformed("stream too large"));
     }
     let within = parts
         .extensions
@@ -419,7 +434,7 @@ async fn read_body(state: &ApiState, request: Request) -> Result<Bytes, ApiError
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if too_large {
-            ApiError::too_large(limit)
+            ApiError::malformed("stream too large")
         } else {
             ApiError::malformed(format!("cannot read the body: {e}"))
         }
@@ -453,15 +468,10 @@ async fn invoke_binding(
     Ok(out)
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::new(
-        ErrorKind::MethodNotAllowed,
-        format!(
-            "{} is not allowed on {}: output bindings take POST or PUT",
-            request.method(),
-            request.uri().path()
-        ),
-    )
+/// daprd routes only POST and PUT here; any other method falls through to its
+/// service-invocation catch-all, which answers so.
+async fn method_not_allowed() -> ApiError {
+    ApiError::no_route()
 }
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
@@ -491,7 +501,7 @@ async fn metadata(State(state): State<Arc<ApiState>>) -> Response {
     let components: Vec<_> = state
         .components
         .iter()
-        .map(|c| json!({"name": c.name, "type": c.component_type, "version": c.version, "capabilities": []}))
+        .map(|c| json!({"name": c.name, "type": c.component_type, "version": c.version, "capabilities": c.capabilities}))
         .collect();
     let inputs: Vec<_> = state
         .inputs
@@ -508,11 +518,10 @@ async fn metadata(State(state): State<Arc<ApiState>>) -> Response {
         "id": state.app_id,
         "runtimeVersion": env!("CARGO_PKG_VERSION"),
         "enabledFeatures": [],
-        "actors": [],
+        // As daprd without a placement service: no actors here.
+        "actorRuntime": {"hostReady": false, "placement": "placement: disconnected", "runtimeStatus": "DISABLED"},
         "components": components,
         "extended": state.extended_metadata(),
-        "subscriptions": [],
-        "httpEndpoints": [],
         "inputBindings": inputs,
     });
     // As daprd: the port only when there is one; protocol and address always.
@@ -607,10 +616,7 @@ async fn unserved(params: Result<Path<Vec<(String, String)>>, PathRejection>) ->
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        ErrorKind::NotFound,
-        "no such API; see /v1.0/metadata and the outrigger README for what is served",
-    )
+    ApiError::no_route()
 }
 
 #[cfg(test)]

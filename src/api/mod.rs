@@ -21,6 +21,8 @@ pub struct ComponentInfo {
     pub name: String,
     pub component_type: String,
     pub version: String,
+    /// daprd's names: `INPUT_BINDING`, `OUTPUT_BINDING`.
+    pub capabilities: Vec<&'static str>,
 }
 
 /// The app connection, as metadata lists it.
@@ -77,8 +79,15 @@ impl ApiState {
                 format!("couldn't find output binding {name}"),
             ));
         };
-        // Without --otlp-endpoint this is the only cost of tracing here.
+        // Without --otlp-endpoint this is the only cost of tracing here: as
+        // daprd, every write carries a `traceparent` (a new, unsampled one when
+        // the caller sent none).
         let Some(tracer) = &self.tracer else {
+            if !request.metadata.contains_key(TRACE_HEADERS[0]) {
+                request
+                    .metadata
+                    .insert(TRACE_HEADERS[0].to_string(), crate::otlp::unsampled_traceparent());
+            }
             return self.invoke_found(name, binding, request).await;
         };
         let span = tracer.start_output(
@@ -87,6 +96,11 @@ impl ApiState {
             binding.destination(),
             &mut request.metadata,
         );
+        if !request.metadata.contains_key(TRACE_HEADERS[0]) {
+            request
+                .metadata
+                .insert(TRACE_HEADERS[0].to_string(), crate::otlp::unsampled_traceparent());
+        }
         let result = self.invoke_found(name, binding, request).await;
         if let Some(span) = span {
             tracer.finish(span, result.as_ref().err().map(ToString::to_string));

@@ -124,6 +124,12 @@ impl AppChannel for GrpcChannel {
                     request.metadata_mut().insert(name, v);
                 }
             }
+            // As daprd: a delivery always carries trace context.
+            if !request.metadata().contains_key(crate::otlp::TRACEPARENT) {
+                if let Ok(v) = crate::otlp::unsampled_traceparent().parse() {
+                    request.metadata_mut().insert(crate::otlp::TRACEPARENT, v);
+                }
+            }
             let i = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
             match self.clients[i].clone().on_binding_event(request).await {
                 Ok(resp) => {

@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 use super::{AppChannel, AppReply, AppTarget, ChannelError, Wanted};
 use crate::bindings::{BindingEvent, BoxFuture, DeliveryError};
 
+const TRACEPARENT: &str = crate::otlp::TRACEPARENT;
+
 /// Largest reply body read from the app.
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
@@ -71,9 +73,11 @@ impl HttpChannel {
     }
 
     async fn options(&self, route: &str) -> Result<StatusCode, String> {
+        // daprd's probe carries a JSON content type, and apps may route on it.
         let mut req = Request::builder()
             .method(Method::OPTIONS)
-            .uri(self.url(route));
+            .uri(self.url(route))
+            .header(CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             req = req.header("dapr-api-token", t.clone());
         }
@@ -186,6 +190,12 @@ impl AppChannel for HttpChannel {
             }
             if let Some(t) = &self.token {
                 headers.insert("dapr-api-token", t.clone());
+            }
+            // As daprd: a delivery always carries trace context.
+            if !headers.contains_key(TRACEPARENT) {
+                if let Ok(v) = HeaderValue::from_str(&crate::otlp::unsampled_traceparent()) {
+                    headers.insert(TRACEPARENT, v);
+                }
             }
             let req = req
                 .body(Full::new(event.data.clone()))

@@ -186,7 +186,8 @@ impl InputBinding for CronInput {
                 format!("schedule {}", self.meta.schedule_text),
             );
             tracing::info!(binding.name = %self.name, schedule = %self.meta.schedule_text, "cron schedule started");
-            let zone = Local::now().format("%Z").to_string();
+            // What daprd sends: Go's `time.Local.String()`, which is always "Local".
+            let zone = "Local".to_string();
             loop {
                 let Some(delay) = self.meta.schedule.next_delay() else {
                     tracing::info!(binding.name = %self.name, "the schedule has no further firing");
@@ -198,7 +199,7 @@ impl InputBinding for CronInput {
                 }
                 let mut metadata = HashMap::with_capacity(2);
                 metadata.insert("timeZone".to_string(), zone.clone());
-                metadata.insert("readTimeUTC".to_string(), Utc::now().to_rfc3339());
+                metadata.insert("readTimeUTC".to_string(), go_time_string(Utc::now()));
                 let event = BindingEvent {
                     data: bytes::Bytes::new(),
                     metadata,
@@ -268,5 +269,32 @@ mod tests {
         use chrono::Datelike;
         let next = s.upcoming(Utc).next().unwrap();
         assert_eq!(next.weekday(), chrono::Weekday::Mon);
+    }
+}
+
+/// Go's `time.Time.String()` of a UTC time, as daprd sends `readTimeUTC`:
+/// `2006-01-02 15:04:05.999999999 +0000 UTC`, trailing zeros of the fraction dropped.
+fn go_time_string(t: chrono::DateTime<Utc>) -> String {
+    let nanos = t.timestamp_subsec_nanos();
+    let mut out = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push_str(" +0000 UTC");
+    out
+}
+
+#[cfg(test)]
+mod go_time_tests {
+    use chrono::TimeZone;
+
+    #[test]
+    fn formats_like_go() {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 20, 59, 1).unwrap();
+        assert_eq!(super::go_time_string(t), "2026-12-01 20:59:01 +0000 UTC");
+        let t = t + chrono::Duration::nanoseconds(120_000_000);
+        assert_eq!(super::go_time_string(t), "2026-12-01 20:59:01.12 +0000 UTC");
     }
 }

@@ -88,6 +88,30 @@ impl KafkaOutput {
         })
     }
 
+    /// daprd's words for a `partitionNumber` the topic does not have.
+    async fn partition_out_of_range(&self, topic: &str, partition: i32) -> BindingError {
+        let producer = self.producer.clone();
+        let t = topic.to_string();
+        let count = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&t), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        })
+        .await
+        .ok()
+        .flatten();
+        match count {
+            Some(n) => BindingError::Rejected(format!(
+                "partition number {partition} is out of range, topic has {n} partitions"
+            )),
+            None => BindingError::Rejected(format!(
+                "partition number {partition} is out of range of topic {topic:?}"
+            )),
+        }
+    }
+
     fn map_error(&self, e: KafkaError, topic: &str) -> BindingError {
         match e.rdkafka_error_code() {
             // The record may have reached the broker before the connection
@@ -122,6 +146,29 @@ impl KafkaOutput {
     }
 }
 
+/// `partitionNumber` as daprd reads it (`strconv.ParseInt(v, 10, 32)`, then ≥ 0),
+/// with its error texts.
+fn parse_partition_number(v: &str) -> Result<i32, BindingError> {
+    let syntax = || {
+        BindingError::Rejected(format!(
+            "invalid partitionNumber metadata value {v:?}: strconv.ParseInt: parsing {v:?}: invalid syntax"
+        ))
+    };
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(syntax());
+    }
+    match v.parse::<i32>() {
+        Ok(n) if n < 0 => Err(BindingError::Rejected(format!(
+            "partitionNumber must be non-negative, got {n}"
+        ))),
+        Ok(n) => Ok(n),
+        Err(_) => Err(BindingError::Rejected(format!(
+            "invalid partitionNumber metadata value {v:?}: strconv.ParseInt: parsing {v:?}: value out of range"
+        ))),
+    }
+}
+
 impl OutputBinding for KafkaOutput {
     fn operations(&self) -> &'static [&'static str] {
         OPERATIONS
@@ -142,11 +189,14 @@ impl OutputBinding for KafkaOutput {
             // when both are given), and every entry, those two included, is
             // also written as a header unless `excludeHeaderMetaRegex` matches it.
             let mut key: Option<&str> = None;
+            let mut partition: Option<i32> = None;
             let mut headers = OwnedHeaders::new_with_capacity(req.metadata.len());
             for (k, v) in &req.metadata {
                 match k.as_str() {
                     "partitionKey" => key = Some(v),
                     "__key" => key = key.or(Some(v)),
+                    // daprd: an explicit partition, checked as Go's ParseInt does.
+                    "partitionNumber" => partition = Some(parse_partition_number(v)?),
                     _ => {}
                 }
                 if self.exclude.as_ref().is_some_and(|f| f.excludes(k)) {
@@ -167,6 +217,9 @@ impl OutputBinding for KafkaOutput {
             if let Some(k) = key {
                 record = record.key(k);
             }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             // The queue wait is bounded by the delivery timeout librdkafka enforces.
             match self.producer.send(record, self.produce_timeout).await {
                 Ok(delivery) => {
@@ -178,6 +231,12 @@ impl OutputBinding for KafkaOutput {
                         data: bytes::Bytes::new(),
                         metadata,
                     })
+                }
+                Err((e, _))
+                    if partition.is_some()
+                        && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) =>
+                {
+                    Err(self.partition_out_of_range(topic, partition.unwrap_or_default()).await)
                 }
                 Err((e, _)) => Err(self.map_error(e, topic)),
             }

@@ -91,6 +91,12 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
     config.extra_components = ComponentDocs(applied.docs.clone());
     let mut generation = CancellationToken::new();
     let mut sidecar = start(config.clone(), &current, generation.clone()).await?;
+    // A restart serves on the same ports, also when 0 picked them.
+    config.http_port = sidecar.http_port();
+    config.grpc_port = sidecar.grpc_port();
+    if let Some(port) = sidecar.metrics_addrs().first().map(|a| a.port()) {
+        config.metrics_port = Some(port);
+    }
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => None,

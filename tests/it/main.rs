@@ -19,6 +19,7 @@ mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;
+mod k8s;
 mod launcher;
 mod metrics;
 mod otlp;

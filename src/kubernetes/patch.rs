@@ -426,7 +426,7 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
     };
     // Liveness asks only whether the sidecar itself serves: an app that is slow to start
     // must not get its sidecar restarted.
-    let liveness = probe(&mut a, "liveness", "/v1.0/healthz/outbound", [3, 3, 10, 5]);
+    let liveness = probe(&mut a, "liveness", "/v1.0/healthz/outbound", [0, 3, 10, 5]);
     let readiness = probe(&mut a, "readiness", "/v1.0/healthz", [1, 1, 2, 5]);
 
     if !a.errors.is_empty() {
@@ -445,6 +445,14 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
         "env": sidecar_env,
         "ports": ports,
         "restartPolicy": "Always",
+        // The kubelet starts the app containers once this passes: components loaded, APIs up.
+        // Not /v1.0/healthz, which waits for the app port: the app would never start.
+        "startupProbe": {
+            "httpGet": {"path": "/v1.0/healthz/outbound", "port": PUBLIC_PORT},
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": 120,
+        },
         "readinessProbe": readiness,
         "livenessProbe": liveness,
         "securityContext": {

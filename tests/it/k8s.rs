@@ -202,7 +202,7 @@ fn check_injected(pod: &Value, app_id: &str, app_port: Option<&str>) {
     // The API stays on loopback; only the health port is public.
     assert_eq!(parsed.dapr_listen_addresses, "localhost");
     assert_eq!(flag(&args, "--dapr-http-port"), Some("3500"));
-    for probe in ["readinessProbe", "livenessProbe"] {
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(sidecar[probe]["httpGet"]["port"], 3501, "{pod_name} {probe}");
         assert!(
             sidecar[probe]["httpGet"]["path"].as_str().unwrap().starts_with("/v1.0/healthz"),

@@ -8,7 +8,10 @@ fn main() {
     let code = match cli.command {
         Command::Sidecar(args) if args.kubernetes.wanted() => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);
-            run_async(args.worker_threads, outrigger::kubernetes::run_sidecar(args))
+            run_async(
+                args.worker_threads,
+                outrigger::kubernetes::run_sidecar(args),
+            )
         }
         Command::Sidecar(args) => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);

@@ -58,7 +58,9 @@ pub struct ComponentDocs(pub Vec<(PathBuf, String)>);
 
 impl std::fmt::Debug for ComponentDocs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(p, _)| p)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(p, _)| p))
+            .finish()
     }
 }
 

@@ -26,7 +26,10 @@ impl std::fmt::Debug for Snapshot {
     // The documents hold resolved secrets: never print them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")
-            .field("docs", &self.docs.iter().map(|(p, _)| p).collect::<Vec<_>>())
+            .field(
+                "docs",
+                &self.docs.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
             .field("errors", &self.errors)
             .finish()
     }
@@ -42,7 +45,10 @@ impl Snapshot {
 }
 
 pub fn component_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("dapr.io", "v1alpha1", "Component"), "components")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("dapr.io", "v1alpha1", "Component"),
+        "components",
+    )
 }
 
 /// Starts the list-then-watch of the namespace's Components. The receiver sees `None`

@@ -113,9 +113,10 @@ impl WebhookTls {
 
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans.clone())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, sans.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            sans.first().cloned().unwrap_or_default(),
+        );
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = params.signed_by(&key, &issuer)?;
         Ok(WebhookTls {
@@ -186,7 +187,12 @@ async fn run_inner(args: InjectorArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.listen_address, args.port)
         .parse()
         .or_else(|_| format!("[{}]:{}", args.listen_address, args.port).parse())
-        .map_err(|_| anyhow::anyhow!("--listen-address {:?} is not an IP address", args.listen_address))?;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--listen-address {:?} is not an IP address",
+                args.listen_address
+            )
+        })?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -236,8 +242,16 @@ pub async fn publish_ca_bundle(
                     &Patch::Strategic(json!({"webhooks": webhooks})),
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot set the caBundle of MutatingWebhookConfiguration {name}: {e}"))?;
-                tracing::info!(webhook_config = name, webhooks = n, "published the CA bundle");
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot set the caBundle of MutatingWebhookConfiguration {name}: {e}"
+                    )
+                })?;
+                tracing::info!(
+                    webhook_config = name,
+                    webhooks = n,
+                    "published the CA bundle"
+                );
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.code == 404 && tokio::time::Instant::now() < deadline => {
@@ -260,7 +274,12 @@ pub fn router(defaults: InjectorDefaults) -> Router {
         .with_state(Arc::new(defaults))
 }
 
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, stop: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    stop: CancellationToken,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -276,14 +295,15 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, sto
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .await
@@ -294,10 +314,19 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, sto
     }
 }
 
-async fn mutate(State(defaults): State<Arc<InjectorDefaults>>, body: axum::body::Bytes) -> Response {
+async fn mutate(
+    State(defaults): State<Arc<InjectorDefaults>>,
+    body: axum::body::Bytes,
+) -> Response {
     let review: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview: {e}"),
+            )
+                .into_response();
+        }
     };
     axum::Json(review_response(&review, &defaults)).into_response()
 }
@@ -306,14 +335,18 @@ async fn mutate(State(defaults): State<Arc<InjectorDefaults>>, body: axum::body:
 pub fn review_response(review: &Value, defaults: &InjectorDefaults) -> Value {
     let req = &review["request"];
     let uid = req["uid"].clone();
-    let api_version = review["apiVersion"].as_str().unwrap_or("admission.k8s.io/v1");
+    let api_version = review["apiVersion"]
+        .as_str()
+        .unwrap_or("admission.k8s.io/v1");
     let pod_name = req["object"]["metadata"]["name"]
         .as_str()
         .filter(|n| !n.is_empty())
         .or(req["object"]["metadata"]["generateName"].as_str())
         .unwrap_or("");
     let namespace = req["namespace"].as_str().unwrap_or("");
-    let response = if req["kind"]["kind"].as_str() != Some("Pod") || req["operation"].as_str() != Some("CREATE") {
+    let response = if req["kind"]["kind"].as_str() != Some("Pod")
+        || req["operation"].as_str() != Some("CREATE")
+    {
         json!({"uid": uid, "allowed": true})
     } else {
         match patch::mutate(&req["object"], defaults) {
@@ -325,7 +358,8 @@ pub fn review_response(review: &Value, defaults: &InjectorDefaults) -> Value {
                 tracing::info!(pod = pod_name, namespace, "injecting the outrigger sidecar");
                 let patch = base64::engine::general_purpose::STANDARD
                     .encode(serde_json::to_vec(&ops).unwrap_or_default());
-                let mut r = json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch});
+                let mut r =
+                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch});
                 if !warnings.is_empty() {
                     r["warnings"] = json!(warnings);
                 }

@@ -67,18 +67,21 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
                 .await
                 .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| anyhow::anyhow!("no Kubernetes credentials (in-cluster or kubeconfig): {e}"))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no Kubernetes credentials (in-cluster or kubeconfig): {e}")
+        })?,
     };
-    kube::Client::try_from(config).map_err(|e| anyhow::anyhow!("cannot make a Kubernetes client: {e}"))
+    kube::Client::try_from(config)
+        .map_err(|e| anyhow::anyhow!("cannot make a Kubernetes client: {e}"))
 }
 
 /// The namespace of a kubeconfig's context or of the pod (in-cluster).
 pub async fn default_namespace(kubeconfig: Option<&Path>) -> String {
     let config = match kubeconfig {
         Some(path) => match kube::config::Kubeconfig::read_from(path) {
-            Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.ok(),
+            Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .ok(),
             Err(_) => None,
         },
         None => kube::Config::infer().await.ok(),

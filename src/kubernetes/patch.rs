@@ -24,7 +24,10 @@ pub enum Outcome {
     /// Admit the pod unchanged (not annotated, or already injected).
     Unchanged(&'static str),
     /// Admit with this JSON patch; the warnings go back to the user (`kubectl` prints them).
-    Patch { ops: Vec<Value>, warnings: Vec<String> },
+    Patch {
+        ops: Vec<Value>,
+        warnings: Vec<String>,
+    },
     /// Refuse the pod: every bad annotation, one message each.
     Deny(Vec<String>),
 }
@@ -121,7 +124,11 @@ impl<'a> Annotations<'a> {
         if is_quantity(v) {
             Some(v)
         } else {
-            self.bad(key, v, "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1G");
+            self.bad(
+                key,
+                v,
+                "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1G",
+            );
             None
         }
     }
@@ -151,7 +158,21 @@ pub fn is_quantity(v: &str) -> bool {
         && num.chars().any(|c| c.is_ascii_digit());
     let suffix_ok = matches!(
         suffix,
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
     ) || suffix
         .strip_prefix(['e', 'E'])
         .map(|e| {
@@ -195,8 +216,7 @@ fn is_dns_subdomain(v: &str) -> bool {
 fn is_env_name(v: &str) -> bool {
     !v.is_empty()
         && !v.starts_with(|c: char| c.is_ascii_digit())
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
@@ -260,7 +280,13 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
                 .filter(|n| !n.is_empty())
         });
     let app_id = match app_id {
-        Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) => id,
+        Some(id)
+            if id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) =>
+        {
+            id
+        }
         Some(id) => {
             a.bad("app-id", &id, "letters, digits, '-' and '_'");
             String::new()
@@ -308,7 +334,11 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
     if let Some(p) = a.get("app-protocol") {
         match p {
             "http" | "grpc" => flag("app-protocol", p.to_string()),
-            other => a.bad("app-protocol", other, "http or grpc (outrigger has no TLS to the app)"),
+            other => a.bad(
+                "app-protocol",
+                other,
+                "http or grpc (outrigger has no TLS to the app)",
+            ),
         }
     }
     if let Some(addr) = a.get("app-channel-address") {
@@ -433,9 +463,12 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
         return Outcome::Deny(a.errors);
     }
 
-    let mut ports = vec![json!({"name": "dapr-public", "containerPort": PUBLIC_PORT, "protocol": "TCP"})];
+    let mut ports =
+        vec![json!({"name": "dapr-public", "containerPort": PUBLIC_PORT, "protocol": "TCP"})];
     if metrics {
-        ports.push(json!({"name": "dapr-metrics", "containerPort": metrics_port, "protocol": "TCP"}));
+        ports.push(
+            json!({"name": "dapr-metrics", "containerPort": metrics_port, "protocol": "TCP"}),
+        );
     }
     let mut container = json!({
         "name": SIDECAR_NAME,
@@ -510,10 +543,14 @@ pub fn mutate(pod: &Value, defaults: &InjectorDefaults) -> Outcome {
         }
         if c.get("env").and_then(Value::as_array).is_some() {
             for v in add {
-                ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"), "value": v}));
+                ops.push(
+                    json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"), "value": v}),
+                );
             }
         } else {
-            ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": add}));
+            ops.push(
+                json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": add}),
+            );
         }
     }
     warnings.sort();
@@ -551,7 +588,10 @@ mod tests {
 
     #[test]
     fn unannotated_pods_are_unchanged() {
-        assert!(matches!(mutate(&pod(json!({})), &defaults()), Outcome::Unchanged(_)));
+        assert!(matches!(
+            mutate(&pod(json!({})), &defaults()),
+            Outcome::Unchanged(_)
+        ));
         assert!(matches!(
             mutate(&pod(json!({"dapr.io/enabled": "false"})), &defaults()),
             Outcome::Unchanged(_)
@@ -561,19 +601,28 @@ mod tests {
     #[test]
     fn tutorial_annotations_give_a_native_sidecar() {
         let out = mutate(
-            &pod(json!({"dapr.io/enabled": "true", "dapr.io/app-id": "bindings-nodeapp", "dapr.io/app-port": "3000"})),
+            &pod(
+                json!({"dapr.io/enabled": "true", "dapr.io/app-id": "bindings-nodeapp", "dapr.io/app-port": "3000"}),
+            ),
             &defaults(),
         );
         let c = sidecar(&out);
         assert_eq!(c["restartPolicy"], "Always");
         assert_eq!(c["image"], "outrigger:test");
-        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         let w = args.windows(2).collect::<Vec<_>>();
         assert!(w.contains(&["--app-id", "bindings-nodeapp"].as_slice()));
         assert!(w.contains(&["--app-port", "3000"].as_slice()));
         assert!(w.contains(&["--dapr-listen-addresses", "localhost"].as_slice()));
         assert_eq!(c["readinessProbe"]["httpGet"]["port"], PUBLIC_PORT);
-        let Outcome::Patch { ops, .. } = &out else { unreachable!() };
+        let Outcome::Patch { ops, .. } = &out else {
+            unreachable!()
+        };
         assert_eq!(ops[1]["path"], "/spec/containers/0/env");
         assert_eq!(ops[1]["value"][0]["name"], "DAPR_HTTP_PORT");
     }
@@ -599,9 +648,15 @@ mod tests {
             })),
             &defaults(),
         );
-        let Outcome::Deny(errors) = out else { panic!("expected a denial, got {out:?}") };
+        let Outcome::Deny(errors) = out else {
+            panic!("expected a denial, got {out:?}")
+        };
         assert_eq!(errors.len(), 5, "{errors:?}");
-        assert!(errors.iter().any(|e| e.contains("dapr.io/app-port") && e.contains("\"http\"")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("dapr.io/app-port") && e.contains("\"http\""))
+        );
     }
 
     #[test]
@@ -619,7 +674,9 @@ mod tests {
     fn user_env_wins_and_existing_env_is_appended_to() {
         let mut p = pod(json!({"dapr.io/enabled": "true", "dapr.io/app-id": "a"}));
         p["spec"]["containers"][0]["env"] = json!([{"name": "DAPR_HTTP_PORT", "value": "1"}]);
-        let Outcome::Patch { ops, .. } = mutate(&p, &defaults()) else { panic!() };
+        let Outcome::Patch { ops, .. } = mutate(&p, &defaults()) else {
+            panic!()
+        };
         assert_eq!(ops.len(), 2);
         assert_eq!(ops[1]["path"], "/spec/containers/0/env/-");
         assert_eq!(ops[1]["value"]["name"], "DAPR_GRPC_PORT");

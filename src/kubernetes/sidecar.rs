@@ -49,9 +49,14 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
     let public_stop = CancellationToken::new();
     let _public_guard = public_stop.clone().drop_guard();
     if let Some(port) = k.dapr_public_port {
-        serve_public(&k.dapr_public_listen_addresses, port, current.clone(), public_stop.clone())
-            .await
-            .map_err(|e| (1, e))?;
+        serve_public(
+            &k.dapr_public_listen_addresses,
+            port,
+            current.clone(),
+            public_stop.clone(),
+        )
+        .await
+        .map_err(|e| (1, e))?;
     }
 
     if k.mode == Mode::Standalone {
@@ -118,7 +123,9 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
             );
             continue;
         }
-        tracing::info!("restarting the sidecar's bindings with the changed Components (the API pauses for a moment)");
+        tracing::info!(
+            "restarting the sidecar's bindings with the changed Components (the API pauses for a moment)"
+        );
         *current.write().unwrap_or_else(|e| e.into_inner()) = None;
         generation.cancel();
         sidecar.wait().await;
@@ -132,14 +139,20 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
                 s
             }
             Err((_, e)) => {
-                tracing::error!("the changed Components did not start ({e}); going back to the previous ones");
+                tracing::error!(
+                    "the changed Components did not start ({e}); going back to the previous ones"
+                );
                 start(config.clone(), &current, generation.clone()).await?
             }
         };
     }
 }
 
-async fn start(config: SidecarConfig, current: &Current, token: CancellationToken) -> Result<Sidecar, (i32, String)> {
+async fn start(
+    config: SidecarConfig,
+    current: &Current,
+    token: CancellationToken,
+) -> Result<Sidecar, (i32, String)> {
     let sidecar = Sidecar::start(config, token)
         .await
         .map_err(|e| (e.exit_code(), e.to_string()))?;
@@ -171,7 +184,12 @@ fn describe_change(old: &Snapshot, new: &Snapshot) {
         .iter()
         .filter(|x| o.contains(x))
         .filter(|x| {
-            let text = |s: &Snapshot| s.docs.iter().find(|(p, _)| p.ends_with(x.as_str())).map(|(_, t)| t.clone());
+            let text = |s: &Snapshot| {
+                s.docs
+                    .iter()
+                    .find(|(p, _)| p.ends_with(x.as_str()))
+                    .map(|(_, t)| t.clone())
+            };
             text(old) != text(new)
         })
         .collect();
@@ -203,15 +221,24 @@ fn check_loads(config: &SidecarConfig, next: &Snapshot) -> Result<(), String> {
 }
 
 /// Serves `/v1.0/healthz*` of the current sidecar on every address; anything else is 404.
-async fn serve_public(hosts: &str, port: u16, current: Current, stop: CancellationToken) -> Result<(), String> {
+async fn serve_public(
+    hosts: &str,
+    port: u16,
+    current: Current,
+    stop: CancellationToken,
+) -> Result<(), String> {
     let router = Router::new().fallback(public).with_state(current);
     let limits = crate::api::http::ServerLimits::default();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut port = port;
-    for host in hosts.split(',').map(|h| h.trim().trim_matches(|c| c == '[' || c == ']')).filter(|h| !h.is_empty()) {
-        let ip: IpAddr = host
-            .parse()
-            .map_err(|_| format!("--dapr-public-listen-addresses: {host:?} is not an IP address"))?;
+    for host in hosts
+        .split(',')
+        .map(|h| h.trim().trim_matches(|c| c == '[' || c == ']'))
+        .filter(|h| !h.is_empty())
+    {
+        let ip: IpAddr = host.parse().map_err(|_| {
+            format!("--dapr-public-listen-addresses: {host:?} is not an IP address")
+        })?;
         let listener = TcpListener::bind(SocketAddr::new(ip, port))
             .await
             .map_err(|e| format!("cannot listen on {ip}:{port} for the public health port: {e}"))?;
@@ -219,7 +246,13 @@ async fn serve_public(hosts: &str, port: u16, current: Current, stop: Cancellati
             port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         }
         tracing::info!(addr = ?listener.local_addr().ok(), "public health port listening (/v1.0/healthz only)");
-        tokio::spawn(crate::api::http::serve(listener, router.clone(), stop.clone(), limits, slots.clone()));
+        tokio::spawn(crate::api::http::serve(
+            listener,
+            router.clone(),
+            stop.clone(),
+            limits,
+            slots.clone(),
+        ));
     }
     Ok(())
 }

@@ -54,7 +54,11 @@ fn doc<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_sequence()
-        .map(|s| s.iter().map(|x| x.as_str().expect("a string").to_string()).collect())
+        .map(|s| {
+            s.iter()
+                .map(|x| x.as_str().expect("a string").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -144,7 +148,9 @@ fn deploy_install_manifest_passes_the_offline_schema_validator_for_kubernetes_1_
         .count();
     assert_eq!(passed, docs * 2, "every document passed twice:\n{text}");
     assert!(
-        !text.lines().any(|l| l.starts_with("WARN") || l.starts_with("ERROR")),
+        !text
+            .lines()
+            .any(|l| l.starts_with("WARN") || l.starts_with("ERROR")),
         "{text}"
     );
 }
@@ -155,9 +161,17 @@ fn deploy_schema_validator_rejects_broken_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         // An unknown field (strict mode).
-        ("readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "readOnlyRootFileSystem"),
+        (
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFileSystem: true",
+            "readOnlyRootFileSystem",
+        ),
         // A wrong type.
-        ("containerPort: 4000", "containerPort: four-thousand", "is not of type 'integer'"),
+        (
+            "containerPort: 4000",
+            "containerPort: four-thousand",
+            "is not of type 'integer'",
+        ),
         // A field of the webhook misspelt.
         ("sideEffects: None", "sideEffect: None", "sideEffect"),
     ];
@@ -168,7 +182,10 @@ fn deploy_schema_validator_rejects_broken_manifests() {
         std::fs::write(&file, broken).unwrap();
         let (out, text) = validate(&["1.29.0"], &[file]);
         assert!(!out.status.success(), "{to:?} was accepted:\n{text}");
-        assert!(text.contains("ERROR") && text.contains(expected), "{to:?}: {text}");
+        assert!(
+            text.contains("ERROR") && text.contains(expected),
+            "{to:?}: {text}"
+        );
     }
 }
 
@@ -183,30 +200,53 @@ fn parses(args: &[String]) -> Result<outrigger::cli::Cli, String> {
 #[test]
 fn deploy_every_flag_the_manifest_and_the_injector_pass_is_one_the_binary_accepts() {
     let docs = install_docs();
-    let injector = &doc(&docs, "Deployment", "outrigger-injector")["spec"]["template"]["spec"]["containers"][0];
+    let injector = &doc(&docs, "Deployment", "outrigger-injector")["spec"]["template"]["spec"]["containers"]
+        [0];
     let command = strings(&injector["command"]);
     assert_eq!(command, ["/outrigger", "injector"]);
     let mut argv = vec![command[1].clone()];
     argv.extend(strings(&injector["args"]));
     let cli = parses(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let outrigger::cli::Command::Injector(args) = cli.command else { panic!("not the injector") };
+    let outrigger::cli::Command::Injector(args) = cli.command else {
+        panic!("not the injector")
+    };
     // The manifest's names agree with what the injector is told.
     assert_eq!(args.webhook_config, "outrigger-sidecar-injector");
     assert_eq!(args.service_name, "outrigger-injector");
     let service = doc(&docs, "Service", "outrigger-injector");
-    assert_eq!(service["spec"]["ports"][0]["targetPort"].as_u64(), Some(u64::from(args.port)));
-    let webhook = &doc(&docs, "MutatingWebhookConfiguration", "outrigger-sidecar-injector")["webhooks"][0];
-    assert_eq!(webhook["clientConfig"]["service"]["name"], "outrigger-injector");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_u64(),
+        Some(u64::from(args.port))
+    );
+    let webhook = &doc(
+        &docs,
+        "MutatingWebhookConfiguration",
+        "outrigger-sidecar-injector",
+    )["webhooks"][0];
+    assert_eq!(
+        webhook["clientConfig"]["service"]["name"],
+        "outrigger-injector"
+    );
     assert_eq!(webhook["clientConfig"]["service"]["path"], "/mutate");
-    assert!(webhook["clientConfig"].get("caBundle").is_none(), "the injector publishes it");
+    assert!(
+        webhook["clientConfig"].get("caBundle").is_none(),
+        "the injector publishes it"
+    );
     assert!(!args.sidecar_image.is_empty());
 
     // What the injector writes into the tutorial's pods parses too, as a Kubernetes sidecar.
-    let defaults = outrigger::kubernetes::patch::InjectorDefaults { image: args.sidecar_image.clone(), pull_policy: None };
+    let defaults = outrigger::kubernetes::patch::InjectorDefaults {
+        image: args.sidecar_image.clone(),
+        pull_policy: None,
+    };
     for file in ["node.yaml", "python.yaml"] {
         let text = read(&repo_root().join("tests/fixtures/k8s").join(file));
-        let deployment = yaml_docs(&text).into_iter().find(|d| d["kind"] == "Deployment").unwrap();
-        let template: serde_json::Value = serde_json::to_value(&deployment["spec"]["template"]).unwrap();
+        let deployment = yaml_docs(&text)
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap();
+        let template: serde_json::Value =
+            serde_json::to_value(&deployment["spec"]["template"]).unwrap();
         let outrigger::kubernetes::patch::Outcome::Patch { ops, warnings } =
             outrigger::kubernetes::patch::mutate(&template, &defaults)
         else {
@@ -215,11 +255,26 @@ fn deploy_every_flag_the_manifest_and_the_injector_pass_is_one_the_binary_accept
         assert!(warnings.is_empty(), "{file}: {warnings:?}");
         let sidecar = &ops[0]["value"][0];
         let mut argv = vec!["sidecar".to_string()];
-        argv.extend(sidecar["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
+        argv.extend(
+            sidecar["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string()),
+        );
         let cli = parses(&argv).unwrap_or_else(|e| panic!("{file}: {argv:?}: {e}"));
-        let outrigger::cli::Command::Sidecar(s) = cli.command else { panic!() };
-        assert_eq!(s.kubernetes.mode, outrigger::kubernetes::Mode::Kubernetes, "{file}");
-        assert_eq!(s.dapr_listen_addresses, "localhost", "{file}: the API stays on loopback");
+        let outrigger::cli::Command::Sidecar(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            s.kubernetes.mode,
+            outrigger::kubernetes::Mode::Kubernetes,
+            "{file}"
+        );
+        assert_eq!(
+            s.dapr_listen_addresses, "localhost",
+            "{file}: the API stays on loopback"
+        );
         assert_eq!(s.kubernetes.dapr_public_port, Some(3501), "{file}");
         assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
     }
@@ -228,19 +283,32 @@ fn deploy_every_flag_the_manifest_and_the_injector_pass_is_one_the_binary_accept
 #[test]
 fn deploy_rbac_is_what_the_sidecar_and_the_injector_need_and_no_more() {
     let docs = install_docs();
-    let rules = |name: &str| -> Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
+    type Rule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+    let rules = |name: &str| -> Vec<Rule> {
         doc(&docs, "ClusterRole", name)["rules"]
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|r| (strings(&r["apiGroups"]), strings(&r["resources"]), strings(&r["verbs"]), strings(&r["resourceNames"])))
+            .map(|r| {
+                (
+                    strings(&r["apiGroups"]),
+                    strings(&r["resources"]),
+                    strings(&r["verbs"]),
+                    strings(&r["resourceNames"]),
+                )
+            })
             .collect()
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
         rules("outrigger-sidecar"),
         [
-            (s(&["dapr.io"]), s(&["components"]), s(&["get", "list", "watch"]), vec![]),
+            (
+                s(&["dapr.io"]),
+                s(&["components"]),
+                s(&["get", "list", "watch"]),
+                vec![]
+            ),
             (s(&[""]), s(&["secrets"]), s(&["get"]), vec![]),
         ]
     );
@@ -261,7 +329,10 @@ fn deploy_rbac_is_what_the_sidecar_and_the_injector_need_and_no_more() {
     }
     let binding = doc(&docs, "RoleBinding", "outrigger-sidecar");
     assert_eq!(binding["metadata"]["namespace"], "default");
-    assert_eq!(binding["subjects"][0]["name"], "system:serviceaccounts:default");
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        "system:serviceaccounts:default"
+    );
     // The CRD is Dapr's resource, so the tutorial's Component applies unchanged.
     let crd = doc(&docs, "CustomResourceDefinition", "components.dapr.io");
     assert_eq!(crd["spec"]["group"], "dapr.io");
@@ -369,10 +440,19 @@ fn dockerfile_builds_the_sidecar_into_a_nonroot_image_that_has_its_libraries() {
     for entry in std::fs::read_dir(deploy_dir().join("apps")).unwrap() {
         let file = entry.unwrap().path();
         let text = read(&file);
-        let rel = file.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let build = text
             .lines()
-            .find_map(|l| l.trim_start_matches('#').trim().strip_prefix("docker build "))
+            .find_map(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .strip_prefix("docker build ")
+            })
             .unwrap_or_else(|| panic!("{rel}: a `docker build` line"));
         let words: Vec<&str> = build.split_whitespace().collect();
         assert_eq!(words.len(), 5, "{rel}: -f FILE -t TAG CONTEXT");
@@ -381,7 +461,11 @@ fn dockerfile_builds_the_sidecar_into_a_nonroot_image_that_has_its_libraries() {
         for (_, src) in dockerfile(&file).iter().filter(|(k, _)| k == "COPY") {
             let parts: Vec<&str> = src.split_whitespace().collect();
             for s in &parts[..parts.len() - 1] {
-                assert!(context.join(s).exists(), "{rel}: COPY {s} from {}", words[4]);
+                assert!(
+                    context.join(s).exists(),
+                    "{rel}: COPY {s} from {}",
+                    words[4]
+                );
             }
         }
     }

@@ -41,7 +41,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -94,7 +97,12 @@ impl ControlPlane {
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
-                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
                 child.wait_with_output().unwrap()
             }
         }
@@ -107,7 +115,10 @@ impl ControlPlane {
 
     fn apply(&self, namespace: &str, yaml: &str) -> String {
         let args = ["apply", "-n", namespace, "-f", "-"];
-        self.ok(self.kubectl_as(&self.kubeconfig(), &args, Some(yaml)), &args)
+        self.ok(
+            self.kubectl_as(&self.kubeconfig(), &args, Some(yaml)),
+            &args,
+        )
     }
 
     fn ok(&self, out: Output, args: &[&str]) -> String {
@@ -132,11 +143,31 @@ impl ControlPlane {
         self.kubectl(&["create", "namespace", namespace]);
         self.kubectl(&["create", "serviceaccount", "app", "-n", namespace]);
         self.kubectl(&[
-            "create", "rolebinding", "outrigger-sidecar", "-n", namespace,
-            "--clusterrole", "outrigger-sidecar", "--serviceaccount", &format!("{namespace}:app"),
+            "create",
+            "rolebinding",
+            "outrigger-sidecar",
+            "-n",
+            namespace,
+            "--clusterrole",
+            "outrigger-sidecar",
+            "--serviceaccount",
+            &format!("{namespace}:app"),
         ]);
-        let token = self.kubectl(&["create", "token", "app", "-n", namespace, "--duration", "1h"]);
-        let server = self.kubectl(&["config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            "app",
+            "-n",
+            namespace,
+            "--duration",
+            "1h",
+        ]);
+        let server = self.kubectl(&[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
         let path = self.dir.path().join(format!("{namespace}.kubeconfig"));
         let ca = self.dir.path().join("pki/ca.crt");
         std::fs::write(
@@ -173,19 +204,30 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The value after `flag` in an argument list.
 fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
-    container["env"].as_array()?.iter().find(|e| e["name"] == name)
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
 }
 
 fn check_injected(pod: &Value, app_id: &str, app_port: Option<&str>) {
     let pod_name = pod["metadata"]["name"].as_str().unwrap();
-    let init = pod["spec"]["initContainers"].as_array().unwrap_or_else(|| panic!("{pod_name}: no initContainers"));
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{pod_name}: no initContainers"));
     let sidecar = &init[0];
     assert_eq!(sidecar["name"], "daprd", "{pod_name}");
-    assert_eq!(sidecar["restartPolicy"], "Always", "{pod_name}: a native sidecar");
+    assert_eq!(
+        sidecar["restartPolicy"], "Always",
+        "{pod_name}: a native sidecar"
+    );
     assert_eq!(sidecar["image"], "outrigger:latest");
     assert_eq!(sidecar["command"], json!(["/outrigger", "sidecar"]));
     let args: Vec<String> = serde_json::from_value(sidecar["args"].clone()).unwrap();
@@ -194,18 +236,29 @@ fn check_injected(pod: &Value, app_id: &str, app_port: Option<&str>) {
     argv.extend(args.iter().cloned());
     let cli = outrigger::launcher::args::try_parse_cli(argv.iter().map(Into::into))
         .unwrap_or_else(|e| panic!("{pod_name}: the sidecar's args do not parse: {e}\n{args:?}"));
-    let outrigger::cli::Command::Sidecar(parsed) = cli.command else { panic!("not a sidecar") };
+    let outrigger::cli::Command::Sidecar(parsed) = cli.command else {
+        panic!("not a sidecar")
+    };
     assert_eq!(parsed.app_id, app_id);
     assert_eq!(parsed.app_port.map(|p| p.to_string()).as_deref(), app_port);
-    assert_eq!(parsed.kubernetes.mode, outrigger::kubernetes::Mode::Kubernetes);
+    assert_eq!(
+        parsed.kubernetes.mode,
+        outrigger::kubernetes::Mode::Kubernetes
+    );
     assert_eq!(parsed.kubernetes.dapr_public_port, Some(3501));
     // The API stays on loopback; only the health port is public.
     assert_eq!(parsed.dapr_listen_addresses, "localhost");
     assert_eq!(flag(&args, "--dapr-http-port"), Some("3500"));
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        assert_eq!(sidecar[probe]["httpGet"]["port"], 3501, "{pod_name} {probe}");
+        assert_eq!(
+            sidecar[probe]["httpGet"]["port"], 3501,
+            "{pod_name} {probe}"
+        );
         assert!(
-            sidecar[probe]["httpGet"]["path"].as_str().unwrap().starts_with("/v1.0/healthz"),
+            sidecar[probe]["httpGet"]["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/v1.0/healthz"),
             "{pod_name} {probe}"
         );
     }
@@ -214,8 +267,16 @@ fn check_injected(pod: &Value, app_id: &str, app_port: Option<&str>) {
         "metadata.namespace"
     );
     for c in pod["spec"]["containers"].as_array().unwrap() {
-        assert_eq!(env_value(c, "DAPR_HTTP_PORT").unwrap()["value"], "3500", "{pod_name}");
-        assert_eq!(env_value(c, "DAPR_GRPC_PORT").unwrap()["value"], "50001", "{pod_name}");
+        assert_eq!(
+            env_value(c, "DAPR_HTTP_PORT").unwrap()["value"],
+            "3500",
+            "{pod_name}"
+        );
+        assert_eq!(
+            env_value(c, "DAPR_GRPC_PORT").unwrap()["value"],
+            "50001",
+            "{pod_name}"
+        );
     }
     assert_eq!(pod["status"]["phase"], "Pending", "nothing runs pods here");
 }
@@ -236,10 +297,14 @@ async fn k8s_tutorial_manifests_applied_unchanged_give_injected_pods_and_a_compo
         ("bindingsnodeapp", "bindings-nodeapp", Some("3000")),
         ("bindingspythonapp", "bindings-pythonapp", None),
     ] {
-        let pod = eventually(&format!("a Pod of {app_id}"), Duration::from_secs(60), || async {
-            let pods = cp.json(&["get", "pods", "-l", &format!("app={label}")]);
-            pods["items"].as_array().and_then(|i| i.first().cloned())
-        })
+        let pod = eventually(
+            &format!("a Pod of {app_id}"),
+            Duration::from_secs(60),
+            || async {
+                let pods = cp.json(&["get", "pods", "-l", &format!("app={label}")]);
+                pods["items"].as_array().and_then(|i| i.first().cloned())
+            },
+        )
         .await;
         check_injected(&pod, app_id, port);
     }
@@ -266,7 +331,12 @@ async fn k8s_tutorial_manifests_applied_unchanged_give_injected_pods_and_a_compo
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted: {err}");
-    assert!(err.contains("denied the request") && err.contains("dapr.io/app-port") && err.contains("\"three\""), "{err}");
+    assert!(
+        err.contains("denied the request")
+            && err.contains("dapr.io/app-port")
+            && err.contains("\"three\""),
+        "{err}"
+    );
     let gone = cp.kubectl_as(&cp.kubeconfig(), &["get", "pod", &bad], None);
     assert!(!gone.status.success());
 
@@ -280,7 +350,10 @@ async fn k8s_tutorial_manifests_applied_unchanged_give_injected_pods_and_a_compo
         )),
     );
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dapr.io/config is not used by outrigger"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dapr.io/config is not used by outrigger"),
+        "{out:?}"
+    );
 }
 
 /// An `outrigger sidecar` process; killed when dropped.
@@ -296,14 +369,20 @@ impl SidecarProcess {
 
     /// `host:port` from the first log line with `marker` followed by an address.
     async fn addr(&self, marker: &str) -> String {
-        eventually(&format!("{marker} in the sidecar log"), Duration::from_secs(60), || async {
-            let log = self.log();
-            let line = log.lines().find(|l| l.contains(marker))?;
-            let start = line.find("127.0.0.1:")?;
-            let rest = &line[start..];
-            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
-            Some(rest[..end].to_string())
-        })
+        eventually(
+            &format!("{marker} in the sidecar log"),
+            Duration::from_secs(60),
+            || async {
+                let log = self.log();
+                let line = log.lines().find(|l| l.contains(marker))?;
+                let start = line.find("127.0.0.1:")?;
+                let rest = &line[start..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
+                Some(rest[..end].to_string())
+            },
+        )
         .await
     }
 
@@ -344,7 +423,11 @@ async fn metadata_components(http: &reqwest::Client, api: &str) -> Vec<String> {
     };
     let mut names: Vec<String> = v["components"]
         .as_array()
-        .map(|c| c.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -353,19 +436,28 @@ async fn metadata_components(http: &reqwest::Client, api: &str) -> Vec<String> {
 /// The tutorial's component, pointed at the test broker: brokers from a Secret, plus a
 /// secret SASL password that authRequired "false" leaves unused (it must never be shown).
 fn tutorial_component(name: &str, topics: &str, publish: &str, group: &str) -> String {
-    let mut doc: Value = serde_yaml::from_str(&std::fs::read_to_string(fixture("kafka_bindings.yaml")).unwrap()).unwrap();
+    let mut doc: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(fixture("kafka_bindings.yaml")).unwrap())
+            .unwrap();
     doc["metadata"]["name"] = json!(name);
     for item in doc["spec"]["metadata"].as_array_mut().unwrap() {
         match item["name"].as_str().unwrap() {
-            "brokers" => *item = json!({"name": "brokers", "secretKeyRef": {"name": "kafka-conn", "key": "brokers"}}),
+            "brokers" => {
+                *item = json!({"name": "brokers", "secretKeyRef": {"name": "kafka-conn", "key": "brokers"}})
+            }
             "topics" => item["value"] = json!(topics),
             "publishTopic" => item["value"] = json!(publish),
             "consumerGroup" => item["value"] = json!(group),
             _ => {}
         }
     }
-    doc["spec"]["metadata"].as_array_mut().unwrap().push(json!({"name": "saslPassword", "secretKeyRef": {"name": "kafka-auth", "key": "password"}}));
-    doc["spec"]["metadata"].as_array_mut().unwrap().push(json!({"name": "initialOffset", "value": "oldest"}));
+    doc["spec"]["metadata"].as_array_mut().unwrap().push(
+        json!({"name": "saslPassword", "secretKeyRef": {"name": "kafka-auth", "key": "password"}}),
+    );
+    doc["spec"]["metadata"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "initialOffset", "value": "oldest"}));
     serde_yaml::to_string(&doc).unwrap()
 }
 
@@ -402,9 +494,28 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
     let ns = name("ns");
     let kubeconfig = cp.sidecar_kubeconfig(&ns);
     let password = name("secret-password-value");
-    cp.kubectl(&["create", "secret", "generic", "kafka-conn", "-n", &ns, &format!("--from-literal=brokers={}", broker.addr())]);
-    cp.kubectl(&["create", "secret", "generic", "kafka-auth", "-n", &ns, &format!("--from-literal=password={password}")]);
-    cp.apply(&ns, &tutorial_component("sample-topic", &topic1, &topic1, &name("group")));
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka-conn",
+        "-n",
+        &ns,
+        &format!("--from-literal=brokers={}", broker.addr()),
+    ]);
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka-auth",
+        "-n",
+        &ns,
+        &format!("--from-literal=password={password}"),
+    ]);
+    cp.apply(
+        &ns,
+        &tutorial_component("sample-topic", &topic1, &topic1, &name("group")),
+    );
     // Scoped to another app, and referring to a Secret that does not exist: never read.
     cp.apply(
         &ns,
@@ -413,17 +524,38 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
 
     // The service account has the install manifest's sidecar RBAC and nothing more.
     let pods = cp.kubectl_as(&kubeconfig, &["get", "pods", "-n", &ns], None);
-    assert!(!pods.status.success() && String::from_utf8_lossy(&pods.stderr).contains("forbidden"), "{pods:?}");
+    assert!(
+        !pods.status.success() && String::from_utf8_lossy(&pods.stderr).contains("forbidden"),
+        "{pods:?}"
+    );
 
     let app = HttpApp::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_outrigger"))
         .args(["sidecar", "--mode", "kubernetes", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--namespace", &ns, "--app-id", "bindings-nodeapp", "--app-port", &app.port.to_string()])
-        .args(["--dapr-http-port", "0", "--dapr-grpc-port", "0", "--enable-metrics=false"])
+        .args([
+            "--namespace",
+            &ns,
+            "--app-id",
+            "bindings-nodeapp",
+            "--app-port",
+            &app.port.to_string(),
+        ])
+        .args([
+            "--dapr-http-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--enable-metrics=false",
+        ])
         .args(["--dapr-listen-addresses", "127.0.0.1"])
-        .args(["--dapr-public-port", "0", "--dapr-public-listen-addresses", "127.0.0.1"])
+        .args([
+            "--dapr-public-port",
+            "0",
+            "--dapr-public-listen-addresses",
+            "127.0.0.1",
+        ])
         .args(["--log-level", "debug"])
         .env_remove("NAMESPACE")
         .env_remove("KUBECONFIG")
@@ -432,70 +564,116 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let mut sidecar = SidecarProcess { child, log: log.path().to_path_buf() };
+    let mut sidecar = SidecarProcess {
+        child,
+        log: log.path().to_path_buf(),
+    };
     let public = sidecar.addr("public health port listening").await;
     let api = sidecar.addr("API listening").await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
 
     // sample-topic came from the API server; the other app's component did not.
-    let names = eventually("sample-topic in /v1.0/metadata", Duration::from_secs(60), || async {
-        let n = metadata_components(&http, &api).await;
-        (!n.is_empty()).then_some(n)
-    })
+    let names = eventually(
+        "sample-topic in /v1.0/metadata",
+        Duration::from_secs(60),
+        || async {
+            let n = metadata_components(&http, &api).await;
+            (!n.is_empty()).then_some(n)
+        },
+    )
     .await;
     assert_eq!(names, ["sample-topic"], "{}", sidecar.log());
 
     // The public port serves health only.
-    let health = http.get(format!("http://{public}/v1.0/healthz/outbound")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{public}/v1.0/healthz/outbound"))
+        .send()
+        .await
+        .unwrap();
     assert!(health.status().is_success(), "{health:?}");
     for path in ["/v1.0/metadata", "/v1.0/bindings/sample-topic"] {
-        let r = http.post(format!("http://{public}{path}")).body("{}").send().await.unwrap();
+        let r = http
+            .post(format!("http://{public}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path} on the public port");
     }
 
     // Kafka messages reach the app (brokers came from the Secret).
     let mut n = 0;
-    eventually("a delivery to /sample-topic", Duration::from_secs(90), || {
-        n += 1;
-        let (http, api, app) = (&http, &api, &app);
-        async move {
-            assert!(post_binding(http, api, "sample-topic", &format!("before-{n}")).await || n > 1);
-            (!app.deliveries("sample-topic").is_empty()).then_some(())
-        }
-    })
+    eventually(
+        "a delivery to /sample-topic",
+        Duration::from_secs(90),
+        || {
+            n += 1;
+            let (http, api, app) = (&http, &api, &app);
+            async move {
+                assert!(
+                    post_binding(http, api, "sample-topic", &format!("before-{n}")).await || n > 1
+                );
+                (!app.deliveries("sample-topic").is_empty()).then_some(())
+            }
+        },
+    )
     .await;
     assert!(app.deliveries("sample-topic")[0].text().contains("before-"));
 
     // A Component added through the API is loaded without a restart ...
-    cp.apply(&ns, &tutorial_component("sample-topic-2", &topic2, &topic2, &name("group")));
+    cp.apply(
+        &ns,
+        &tutorial_component("sample-topic-2", &topic2, &topic2, &name("group")),
+    );
     eventually("sample-topic-2 loaded", Duration::from_secs(60), || async {
         let n = metadata_components(&http, &api).await;
         (n == ["sample-topic", "sample-topic-2"]).then_some(())
     })
     .await;
-    eventually("sample-topic-2 has its partition", Duration::from_secs(60), || async {
-        assigned(&http, &api, "sample-topic-2").await.then_some(())
-    })
+    eventually(
+        "sample-topic-2 has its partition",
+        Duration::from_secs(60),
+        || async { assigned(&http, &api, "sample-topic-2").await.then_some(()) },
+    )
     .await;
     // ... and a change reaches it: sample-topic now publishes to sample-topic-2's topic.
-    cp.apply(&ns, &tutorial_component("sample-topic", &topic1, &topic2, &name("group")));
+    cp.apply(
+        &ns,
+        &tutorial_component("sample-topic", &topic1, &topic2, &name("group")),
+    );
     let mut n = 0;
-    eventually("a message published by the changed sample-topic, delivered by sample-topic-2", Duration::from_secs(90), || {
-        n += 1;
-        let (http, api, app) = (&http, &api, &app);
-        async move {
-            post_binding(http, api, "sample-topic", &format!("after-{n}")).await;
-            app.deliveries("sample-topic-2").iter().any(|c| c.text().contains("after-")).then_some(())
-        }
-    })
+    eventually(
+        "a message published by the changed sample-topic, delivered by sample-topic-2",
+        Duration::from_secs(90),
+        || {
+            n += 1;
+            let (http, api, app) = (&http, &api, &app);
+            async move {
+                post_binding(http, api, "sample-topic", &format!("after-{n}")).await;
+                app.deliveries("sample-topic-2")
+                    .iter()
+                    .any(|c| c.text().contains("after-"))
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    assert!(sidecar.log().contains("Components changed"), "{}", sidecar.log());
+    assert!(
+        sidecar.log().contains("Components changed"),
+        "{}",
+        sidecar.log()
+    );
 
     // A deleted Component goes away.
     cp.kubectl(&["delete", "component", "sample-topic-2", "-n", &ns]);
-    eventually("sample-topic-2 unloaded", Duration::from_secs(60), || async {
-        (metadata_components(&http, &api).await == ["sample-topic"]).then_some(())
-    })
+    eventually(
+        "sample-topic-2 unloaded",
+        Duration::from_secs(60),
+        || async { (metadata_components(&http, &api).await == ["sample-topic"]).then_some(()) },
+    )
     .await;
 
     // A change that cannot load is reported and the running components stay.
@@ -503,19 +681,42 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
         &ns,
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: broken}\nspec:\n  type: bindings.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    secretKeyRef: {name: missing-secret, key: brokers}\n",
     );
-    eventually("the missing Secret reported", Duration::from_secs(30), || async {
-        sidecar.log().contains("Secret \"missing-secret\" does not exist").then_some(())
-    })
+    eventually(
+        "the missing Secret reported",
+        Duration::from_secs(30),
+        || async {
+            sidecar
+                .log()
+                .contains("Secret \"missing-secret\" does not exist")
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(metadata_components(&http, &api).await, ["sample-topic"]);
 
-    let metadata = http.get(format!("http://{api}/v1.0/metadata")).send().await.unwrap().text().await.unwrap();
+    let metadata = http
+        .get(format!("http://{api}/v1.0/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     sidecar.stop();
     let log = sidecar.log();
     assert!(log.contains("outrigger stopped"), "{log}");
     for (what, text) in [("log", &log), ("/v1.0/metadata", &metadata)] {
-        assert!(!text.contains(&password), "the secret appears in the {what}");
+        assert!(
+            !text.contains(&password),
+            "the secret appears in the {what}"
+        );
     }
-    assert!(!log.contains("other-app-cron") || log.contains("not in scope"), "{log}");
-    assert!(!log.contains("no-such-secret"), "a Secret of another app's component was read:\n{log}");
+    assert!(
+        !log.contains("other-app-cron") || log.contains("not in scope"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("no-such-secret"),
+        "a Secret of another app's component was read:\n{log}"
+    );
 }

@@ -20,7 +20,7 @@ USER 65532:65532
 # 3500: HTTP API (/v1.0/bindings, /v1.0/healthz); 50001: gRPC API (dapr.proto.runtime.v1.Dapr).
 EXPOSE 3500 50001
 ENTRYPOINT ["/outrigger", "sidecar"]
-# Listen on every interface of the pod or container (the kubelet probes the pod IP).
-# Arguments given to the container (Kubernetes `args`) replace this whole line, so repeat
-# --dapr-listen-addresses there.
+# For a plain `docker run`: listen on the container's interfaces. In Kubernetes the injector
+# gives the sidecar its own command and arguments (APIs on loopback, health on 3501), and the
+# injector's Deployment runs `/outrigger injector`; neither uses this line.
 CMD ["--dapr-listen-addresses", "0.0.0.0"]

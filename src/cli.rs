@@ -40,6 +40,8 @@ pub enum Command {
     /// with the app's code; SIGINT/SIGTERM stop both (the app gets SIGTERM, then SIGKILL after
     /// --dapr-graceful-shutdown-seconds).
     Run(RunArgs),
+    /// The Kubernetes admission webhook that adds outrigger to pods annotated `dapr.io/enabled: "true"`.
+    Injector(crate::kubernetes::injector::InjectorArgs),
 }
 
 /// Flags of the sidecar; `outrigger run` accepts the same ones.
@@ -129,6 +131,9 @@ pub struct SidecarArgs {
     /// Write logs as JSON lines (time, level, msg, scope, app_id), as daprd does.
     #[arg(long)]
     pub log_as_json: bool,
+
+    #[command(flatten)]
+    pub kubernetes: crate::kubernetes::KubernetesArgs,
 }
 
 /// A number of seconds, or a duration with a unit.
@@ -195,6 +200,7 @@ impl SidecarArgs {
                 .map(str::trim)
                 .filter(|e| !e.is_empty())
                 .map(str::to_string),
+            extra_components: Default::default(),
         }
     }
 }

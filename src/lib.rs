@@ -9,6 +9,7 @@ pub mod bindings;
 pub mod cli;
 pub mod config;
 pub mod json;
+pub mod kubernetes;
 pub mod launcher;
 pub mod logging;
 pub mod metrics;

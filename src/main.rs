@@ -6,12 +6,23 @@ fn main() {
     // Not `Cli::parse()`: `run` takes its flags anywhere before `--`, as `dapr run` does.
     let cli = outrigger::launcher::args::parse_cli(std::env::args_os());
     let code = match cli.command {
+        Command::Sidecar(args) if args.kubernetes.wanted() => {
+            outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);
+            run_async(
+                args.worker_threads,
+                outrigger::kubernetes::run_sidecar(args),
+            )
+        }
         Command::Sidecar(args) => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);
             run_async(
                 args.worker_threads,
                 outrigger::run_sidecar(args.to_config()),
             )
+        }
+        Command::Injector(args) => {
+            outrigger::logging::init(&args.log_level, args.log_as_json, "outrigger-injector");
+            run_async(2, outrigger::kubernetes::injector::run(args))
         }
         Command::Run(args) => {
             run_async(args.sidecar.worker_threads, outrigger::launcher::run(args))

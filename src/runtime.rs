@@ -46,6 +46,22 @@ pub struct SidecarConfig {
     /// OTLP/HTTP collector the sidecar's spans are exported to; `None` (the
     /// default) exports nothing.
     pub otlp_endpoint: Option<String>,
+    /// Components from another source than files (the Kubernetes API server), loaded
+    /// after `resources_paths`.
+    pub extra_components: ComponentDocs,
+}
+
+/// Component documents, each with the name its errors show; their text may hold resolved
+/// secrets, so `Debug` prints only the names.
+#[derive(Clone, Default)]
+pub struct ComponentDocs(pub Vec<(PathBuf, String)>);
+
+impl std::fmt::Debug for ComponentDocs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(p, _)| p))
+            .finish()
+    }
 }
 
 impl Default for SidecarConfig {
@@ -68,6 +84,7 @@ impl Default for SidecarConfig {
             api_token: None,
             app_token: None,
             otlp_endpoint: None,
+            extra_components: ComponentDocs::default(),
         }
     }
 }
@@ -363,7 +380,12 @@ impl Sidecar {
 }
 
 fn load_components(config: &SidecarConfig) -> Result<Vec<Planned>, ConfigErrors> {
-    let (components, mut errors) = config::load(&config.resources_paths, &config.app_id);
+    let (mut components, mut errors) = config::load(&config.resources_paths, &config.app_id);
+    for (origin, text) in &config.extra_components.0 {
+        let (more, more_errors) = config::load_str(origin, text, &config.app_id);
+        components.extend(more);
+        errors.extend(more_errors);
+    }
     let (planned, plan_errors) = bindings::plan(components);
     errors.extend(plan_errors);
     if errors.is_empty() {

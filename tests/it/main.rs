@@ -21,6 +21,7 @@ mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;
+mod k8s;
 mod kafka_auth;
 mod launcher;
 mod metrics;

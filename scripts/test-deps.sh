@@ -32,4 +32,7 @@ done
 "$root/scripts/kafka.sh" install
 # The Go and Java SDK programs of tests/go and tests/java (cached by source hash).
 "$root/scripts/sdk-deps.sh"
+# kube-apiserver, kube-controller-manager, kubectl and etcd, built from the Go
+# module proxy (cached by version) for the Kubernetes tests.
+"$root/scripts/k8s-deps.sh"
 echo "test dependencies ready in $tools"

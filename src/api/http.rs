@@ -294,23 +294,35 @@ pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1.0/bindings/{name}",
             post(invoke_binding)
                 .put(invoke_binding)
                 .fallback(method_not_allowed),
         )
-        .route("/v1.0/healthz", get(healthz))
-        .route("/v1.0/healthz/outbound", get(healthz_outbound))
-        .route("/v1.0/metadata", get(metadata))
-        .route("/v1.0/metadata/{key}", put(set_metadata))
-        .route("/v1.0/shutdown", post(shutdown))
+        // Another method falls through to daprd's catch-all answer, as there.
+        .route("/v1.0/healthz", get(healthz).fallback(method_not_allowed))
+        .route(
+            "/v1.0/healthz/outbound",
+            get(healthz_outbound).fallback(method_not_allowed),
+        )
+        .route("/v1.0/metadata", get(metadata).fallback(method_not_allowed))
+        .route(
+            "/v1.0/metadata/{key}",
+            put(set_metadata).fallback(method_not_allowed),
+        )
+        .route("/v1.0/shutdown", post(shutdown).fallback(method_not_allowed))
         .route("/{version}/{block}", any(unserved))
         .route("/{version}/{block}/{*rest}", any(unserved))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state);
+    // A layer of this outer router sees each answer whole, after axum added
+    // `Allow` to a method fallback's answer (a route's own layers do not).
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_response(without_allow))
 }
 
 /// `dapr-api-token` on every route but the health probes.
@@ -466,6 +478,14 @@ async fn invoke_binding(
         }
     }
     Ok(out)
+}
+
+/// axum adds `Allow` to a method fallback's answer; daprd's 404 has none.
+async fn without_allow(mut response: Response) -> Response {
+    if response.status() == StatusCode::NOT_FOUND {
+        response.headers_mut().remove(http::header::ALLOW);
+    }
+    response
 }
 
 /// daprd routes only POST and PUT here; any other method falls through to its

@@ -1,7 +1,6 @@
 //! Kafka output: `create` produces one record and answers once the broker
 //! acknowledged it with `acks=all`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,16 +221,9 @@ impl OutputBinding for KafkaOutput {
             }
             // The queue wait is bounded by the delivery timeout librdkafka enforces.
             match self.producer.send(record, self.produce_timeout).await {
-                Ok(delivery) => {
-                    let mut metadata = HashMap::with_capacity(3);
-                    metadata.insert("topic".to_string(), topic.to_string());
-                    metadata.insert("partition".to_string(), delivery.partition.to_string());
-                    metadata.insert("offset".to_string(), delivery.offset.to_string());
-                    Ok(InvokeResponse {
-                        data: bytes::Bytes::new(),
-                        metadata,
-                    })
-                }
+                // As daprd's Kafka binding: nothing to answer but success (204 / an
+                // empty InvokeBindingResponse).
+                Ok(_) => Ok(InvokeResponse::default()),
                 Err((e, _))
                     if partition.is_some()
                         && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) =>

@@ -46,6 +46,9 @@ pub struct SidecarConfig {
     /// OTLP/HTTP collector the sidecar's spans are exported to; `None` (the
     /// default) exports nothing.
     pub otlp_endpoint: Option<String>,
+    /// Output binding calls in flight at once, HTTP and gRPC together; more are
+    /// refused with 429 / RESOURCE_EXHAUSTED.
+    pub max_output_calls_in_flight: usize,
 }
 
 impl Default for SidecarConfig {
@@ -68,6 +71,7 @@ impl Default for SidecarConfig {
             api_token: None,
             app_token: None,
             otlp_endpoint: None,
+            max_output_calls_in_flight: api::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -195,6 +199,8 @@ impl Sidecar {
             max_request_bytes: config.max_request_bytes,
             extended: Default::default(),
             tracer: tracer.clone(),
+            in_flight: ApiState::in_flight_limit(config.max_output_calls_in_flight),
+            max_in_flight: config.max_output_calls_in_flight,
         });
 
         let hosts = listen_ips(&config.listen_addresses);

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     NotFound,
     RequestTimeout,
     MethodNotAllowed,
+    TooManyRequests,
+    UnsupportedMediaType,
 }
 
 /// (kind, errorCode, HTTP status, gRPC code)
@@ -28,6 +30,10 @@ const TABLE: &[(ErrorKind, &str, StatusCode, Code)] = &[
     (ErrorKind::NotFound, "ERR_NOT_FOUND", StatusCode::NOT_FOUND, Code::NotFound),
     (ErrorKind::RequestTimeout, "ERR_REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
     (ErrorKind::MethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented),
+    // More output calls in flight than --max-output-calls-in-flight: answered at once.
+    (ErrorKind::TooManyRequests, "ERR_TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted),
+    // grpc-go's answer to a request on the gRPC port that is not gRPC.
+    (ErrorKind::UnsupportedMediaType, "ERR_UNSUPPORTED_MEDIA_TYPE", StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument),
 ];
 
 impl ErrorKind {
@@ -94,6 +100,15 @@ impl ApiError {
         )
     }
 
+    pub fn too_many_in_flight(limit: usize) -> Self {
+        Self::new(
+            ErrorKind::TooManyRequests,
+            format!(
+                "too many output binding calls in flight (at most {limit}, --max-output-calls-in-flight); retry later"
+            ),
+        )
+    }
+
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::new(self.kind.grpc_code(), self.message.clone())
     }
@@ -144,6 +159,8 @@ mod tests {
             ErrorKind::NotFound,
             ErrorKind::RequestTimeout,
             ErrorKind::MethodNotAllowed,
+            ErrorKind::TooManyRequests,
+            ErrorKind::UnsupportedMediaType,
         ] {
             assert_eq!(TABLE.iter().filter(|r| r.0 == kind).count(), 1, "{kind:?}");
         }

@@ -14,6 +14,8 @@ const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// small latency cost; 0 gives the lowest latency for light traffic (BENCHMARKS.md).
 const DEFAULT_PRODUCER_LINGER: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
+/// Most seed brokers one component may list (librdkafka runs a thread for each).
+pub const MAX_BROKERS: usize = 100;
 
 /// Fields Dapr's Kafka binding knows that librdkafka does not need; accepted silently.
 const IGNORED: &[&str] = &[
@@ -27,49 +29,6 @@ const IGNORED: &[&str] = &[
     "schemaCachingEnabled",
     "schemaLatestVersionCacheTTL",
     "excludeHeaderMetaRegex",
-];
-
-/// Every field this binding reads.
-const KNOWN: &[&str] = &[
-    "brokers",
-    "topics",
-    "consumerGroup",
-    "publishTopic",
-    "authType",
-    "authRequired",
-    "saslUsername",
-    "saslPassword",
-    "saslMechanism",
-    "initialOffset",
-    "clientID",
-    "maxMessageBytes",
-    "consumeRetryEnabled",
-    "consumeRetryInterval",
-    "consumeRetryMaxInterval",
-    "heartbeatInterval",
-    "sessionTimeout",
-    "direction",
-    "route",
-    "disableTls",
-    "skipVerify",
-    "caCert",
-    "clientCert",
-    "clientKey",
-    "compression",
-    "consumerGroupRebalanceStrategy",
-    "escapeHeaders",
-    "deadLetterTopic",
-    "maxDeliveryAttempts",
-    "produceTimeout",
-    "producerLinger",
-    "oidcTokenEndpoint",
-    "oidcClientID",
-    "oidcClientSecret",
-    "oidcScopes",
-    "oidcExtensions",
-    "schemaRegistryURL",
-    "schemaRegistryAPIKey",
-    "schemaRegistryAPISecret",
 ];
 
 /// A secret value: never printed.
@@ -182,7 +141,19 @@ impl KafkaMetadata {
                     .join(",")
             })
             .unwrap_or_default();
-        for broker in brokers.split(',').filter(|b| !b.is_empty()) {
+        // librdkafka starts a thread per broker listed: bound what one component costs.
+        let listed = brokers.split(',').filter(|b| !b.is_empty()).count();
+        if listed > MAX_BROKERS {
+            r.error(
+                "brokers",
+                format!("lists {listed} brokers; at most {MAX_BROKERS} (a few seed brokers are enough: the client learns the rest)"),
+            );
+        }
+        for broker in brokers
+            .split(',')
+            .filter(|b| !b.is_empty())
+            .take(MAX_BROKERS)
+        {
             let host_port = broker.rsplit_once(':');
             if host_port.is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
                 r.error("brokers", format!("{broker:?} is not host:port"));
@@ -390,7 +361,7 @@ impl KafkaMetadata {
             escape_headers: r.bool("escapeHeaders", false),
             dead_letter,
         };
-        warn_unknown(component);
+        reader.accept_unused(IGNORED);
         reader.finish(meta)
     }
 
@@ -523,17 +494,6 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
                 format!("unknown authType {other:?}; expected none or password"),
             );
             Auth::None
-        }
-    }
-}
-
-fn warn_unknown(c: &Component) {
-    for name in c.metadata.names() {
-        let known = |list: &[&str]| list.iter().any(|k| k.eq_ignore_ascii_case(name));
-        if known(IGNORED) {
-            tracing::debug!(binding.name = %c.name, field = name, "metadata field has no effect with librdkafka");
-        } else if !known(KNOWN) {
-            tracing::warn!(binding.name = %c.name, file = %c.file.display(), field = name, "unknown metadata field ignored");
         }
     }
 }

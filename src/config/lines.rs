@@ -143,8 +143,12 @@ pub fn key_lines(text: &str) -> KeyLines {
                     *key = Some(value);
                 }
                 Some(frame) => {
-                    if let (Some(value), Some((path, depth))) = (value, frame.child()) {
-                        if depth <= MAX_VALUE_DEPTH {
+                    if let Some((path, depth)) = frame.child() {
+                        // A scalar item of a list has a line too (`spec.metadata[2]`).
+                        if matches!(frame, Frame::Seq { .. }) && depth <= MAX_RECORDED_DEPTH {
+                            out.lines.entry(path.clone()).or_insert(line);
+                        }
+                        if let Some(value) = value.filter(|_| depth <= MAX_VALUE_DEPTH) {
                             pending = Some((path, value));
                         }
                     }
@@ -322,6 +326,8 @@ mod tests {
         assert_eq!(k.line("spec.metadata[2]"), Some(12));
         assert_eq!(k.line("spec.metadata[2].name"), Some(12));
         assert_eq!(k.line("spec.metadata[0].value"), Some(9));
+        let k = key_lines("scopes:\n- a\n- b\n");
+        assert_eq!(k.line("scopes[1]"), Some(3));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! environment, sidecar flags). Relative paths are relative to the template's
 //! folder. Fields this launcher has no use for (log destinations, container
 //! images, ...) are accepted and ignored, so Dapr's templates load unchanged.
+//! One field is outrigger's own: `startAfter: <appID>` orders the start of an
+//! app after another app's sidecar is ready (see [`AppPlan::start_after`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
-use unsafe_libyaml as sys;
+use unsafe_libyaml as libyaml;
 
 /// Keys nested deeper than this are not recorded (`spec.metadata[3].name` is 4).
 const MAX_RECORDED_DEPTH: usize = 4;
@@ -219,7 +219,7 @@ struct Event {
 /// libyaml's parser over a borrowed text. The parser state lives in a box so
 /// that it never moves once initialised; the text outlives the parser.
 struct Parser<'a> {
-    sys: Box<MaybeUninit<sys::yaml_parser_t>>,
+    state: Box<MaybeUninit<libyaml::yaml_parser_t>>,
     initialised: bool,
     done: bool,
     _text: &'a [u8],
@@ -227,21 +227,21 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(text: &'a [u8]) -> Self {
-        let mut sys = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut state = Box::new(MaybeUninit::<libyaml::yaml_parser_t>::uninit());
         // SAFETY: initialize fills the struct (it fails only when libyaml cannot
         // allocate); the input pointer stays valid for 'a, which outlives the
         // parser (held in `_text`).
         let initialised = unsafe {
-            let p = sys.as_mut_ptr();
-            let ok = !sys::yaml_parser_initialize(p).fail;
+            let p = state.as_mut_ptr();
+            let ok = !libyaml::yaml_parser_initialize(p).fail;
             if ok {
-                sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-                sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+                libyaml::yaml_parser_set_encoding(p, libyaml::YAML_UTF8_ENCODING);
+                libyaml::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
             }
             ok
         };
         Parser {
-            sys,
+            state,
             initialised,
             done: !initialised,
             _text: text,
@@ -253,23 +253,23 @@ impl<'a> Parser<'a> {
         if self.done {
             return None;
         }
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<libyaml::yaml_event_t>::uninit();
         // SAFETY: the parser was initialised in `new` and not yet deleted; the
         // event is read only after parse succeeded and deleted right after.
         unsafe {
-            let p = self.sys.as_mut_ptr();
-            if sys::yaml_parser_parse(p, event.as_mut_ptr()).fail {
+            let p = self.state.as_mut_ptr();
+            if libyaml::yaml_parser_parse(p, event.as_mut_ptr()).fail {
                 self.done = true;
                 return None;
             }
             let e = event.as_mut_ptr();
             let line = (*e).start_mark.line as usize;
             let (kind, is_map) = match (*e).type_ {
-                sys::YAML_STREAM_END_EVENT => {
+                libyaml::YAML_STREAM_END_EVENT => {
                     self.done = true;
                     (Kind::StreamEnd, false)
                 }
-                sys::YAML_SCALAR_EVENT => {
+                libyaml::YAML_SCALAR_EVENT => {
                     let s = (*e).data.scalar;
                     let bytes = if s.value.is_null() {
                         &[][..]
@@ -281,15 +281,15 @@ impl<'a> Parser<'a> {
                         false,
                     )
                 }
-                sys::YAML_ALIAS_EVENT => (Kind::Scalar(None), false),
-                sys::YAML_SEQUENCE_START_EVENT => (Kind::CollectionStart, false),
-                sys::YAML_MAPPING_START_EVENT => (Kind::CollectionStart, true),
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+                libyaml::YAML_ALIAS_EVENT => (Kind::Scalar(None), false),
+                libyaml::YAML_SEQUENCE_START_EVENT => (Kind::CollectionStart, false),
+                libyaml::YAML_MAPPING_START_EVENT => (Kind::CollectionStart, true),
+                libyaml::YAML_SEQUENCE_END_EVENT | libyaml::YAML_MAPPING_END_EVENT => {
                     (Kind::CollectionEnd, false)
                 }
                 _ => (Kind::Other, false),
             };
-            sys::yaml_event_delete(e);
+            libyaml::yaml_event_delete(e);
             Some(Event { kind, is_map, line })
         }
     }
@@ -299,7 +299,7 @@ impl Drop for Parser<'_> {
     fn drop(&mut self) {
         if self.initialised {
             // SAFETY: initialised in `new`, deleted once, here.
-            unsafe { sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+            unsafe { libyaml::yaml_parser_delete(self.state.as_mut_ptr()) }
         }
     }
 }

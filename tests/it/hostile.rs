@@ -361,7 +361,7 @@ async fn odd_paths_get_clear_json_errors() {
     let raw = read_until_closed(&mut s, CLOSE_WITHIN).await;
     if !raw.is_empty() {
         let status = parse_response(&raw).0;
-        assert!((400..500).contains(&status), "a 1 MiB path: {status}");
+        assert!((400..500).contains(&status), "a 2 MiB path: {status}");
     }
     let raw =
         b"POST /v1.0/bindings/\xff\xfe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The bindings quickstart in one command: builds outrigger, starts the dev broker
 # (tansu on 127.0.0.1:9092, topic `sample`), installs the apps' dependencies and
-# runs both apps, each beside its own sidecar, from examples/bindings/dapr.yaml.
+# runs both apps, each beside its own sidecar, from examples/bindings/dapr.yaml
+# (components from components/): the producer starts once the consumer's input
+# binding is subscribed (`startAfter`), so the consumer sees every order.
 # Ctrl-C stops the apps and the sidecars; the broker keeps running
 # (scripts/dev-broker.sh stop stops it).
 set -euo pipefail

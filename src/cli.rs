@@ -124,6 +124,12 @@ pub struct SidecarArgs {
     #[arg(long, env = "OUTRIGGER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 
+    /// Most output binding calls in flight at once, HTTP and gRPC together; beyond
+    /// it a call is refused at once with 429 / RESOURCE_EXHAUSTED, so that
+    /// overload cannot grow memory without bound.
+    #[arg(long, default_value_t = crate::api::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_output_calls_in_flight: usize,
+
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "warning", "error", "fatal"])]
     pub log_level: String,
@@ -201,6 +207,7 @@ impl SidecarArgs {
                 .filter(|e| !e.is_empty())
                 .map(str::to_string),
             extra_components: Default::default(),
+            max_output_calls_in_flight: self.max_output_calls_in_flight,
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct SidecarConfig {
     /// OTLP/HTTP collector the sidecar's spans are exported to; `None` (the
     /// default) exports nothing.
     pub otlp_endpoint: Option<String>,
+    /// Output binding calls in flight at once, HTTP and gRPC together; more are
+    /// refused with 429 / RESOURCE_EXHAUSTED.
+    pub max_output_calls_in_flight: usize,
     /// Components from another source than files (the Kubernetes API server), loaded
     /// after `resources_paths`.
     pub extra_components: ComponentDocs,
@@ -85,6 +88,7 @@ impl Default for SidecarConfig {
             app_token: None,
             otlp_endpoint: None,
             extra_components: ComponentDocs::default(),
+            max_output_calls_in_flight: api::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -220,6 +224,8 @@ impl Sidecar {
             max_request_bytes: config.max_request_bytes,
             extended: Default::default(),
             tracer: tracer.clone(),
+            in_flight: ApiState::in_flight_limit(config.max_output_calls_in_flight),
+            max_in_flight: config.max_output_calls_in_flight,
         });
 
         let hosts = listen_ips(&config.listen_addresses);

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     /// daprd's answer to a path it does not route: it takes it for service
     /// invocation without an app id.
     DirectInvoke,
+    TooManyRequests,
+    UnsupportedMediaType,
 }
 
 /// (kind, errorCode, HTTP status, gRPC code)
@@ -32,6 +34,10 @@ const TABLE: &[(ErrorKind, &str, StatusCode, Code)] = &[
     (ErrorKind::RequestTimeout, "ERR_REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, Code::DeadlineExceeded),
     (ErrorKind::MethodNotAllowed, "ERR_METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented),
     (ErrorKind::DirectInvoke, "ERR_DIRECT_INVOKE", StatusCode::NOT_FOUND, Code::NotFound),
+    // More output calls in flight than --max-output-calls-in-flight: answered at once.
+    (ErrorKind::TooManyRequests, "ERR_TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted),
+    // grpc-go's answer to a request on the gRPC port that is not gRPC.
+    (ErrorKind::UnsupportedMediaType, "ERR_UNSUPPORTED_MEDIA_TYPE", StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument),
 ];
 
 impl ErrorKind {
@@ -108,6 +114,15 @@ impl ApiError {
             ErrorKind::RequestTooLarge,
             format!(
                 "the request body exceeds the limit of {limit} bytes (--dapr-http-max-request-size)"
+            ),
+        )
+    }
+
+    pub fn too_many_in_flight(limit: usize) -> Self {
+        Self::new(
+            ErrorKind::TooManyRequests,
+            format!(
+                "too many output binding calls in flight (at most {limit}, --max-output-calls-in-flight); retry later"
             ),
         )
     }
@@ -227,6 +242,8 @@ mod tests {
             ErrorKind::RequestTimeout,
             ErrorKind::MethodNotAllowed,
             ErrorKind::DirectInvoke,
+            ErrorKind::TooManyRequests,
+            ErrorKind::UnsupportedMediaType,
         ] {
             assert_eq!(TABLE.iter().filter(|r| r.0 == kind).count(), 1, "{kind:?}");
         }

@@ -73,7 +73,11 @@ fn call_metadata(
         }
     }
 }
+const INVOKE_BINDING: &str = "/dapr.proto.runtime.v1.Dapr/InvokeBinding";
 const SERVED: &[&str] = &["InvokeBinding", "GetMetadata", "SetMetadata", "Shutdown"];
+
+/// Call metadata taken per call, as grpc-go: 16 MiB.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 20;
 
 pub struct DaprApi {
     pub state: Arc<ApiState>,
@@ -197,6 +201,8 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         // tonic leaves streams per connection unbounded unless told.
         .max_concurrent_streams(Some(256))
+        // grpc-go's default; tonic's (16 KiB) refuses call metadata Dapr clients send.
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(GateLayer { state })
@@ -293,6 +299,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(refused) = not_grpc(&request) {
+            return Box::pin(async move { Ok(refused) });
+        }
         let presented = request
             .headers()
             .get("dapr-api-token")
@@ -318,15 +327,53 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
+        // One cap with the HTTP shim, taken before the message is decoded.
+        let slot = if request.uri().path() == INVOKE_BINDING {
+            match self.state.begin_output() {
+                Ok(slot) => Some(slot),
+                Err(e) => {
+                    let status = e.to_status();
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        } else {
+            None
+        };
         // The service that was polled ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.state.max_request_bytes;
         Box::pin(async move {
             let response = inner.call(request).await?;
+            drop(slot);
             Ok(resource_exhausted_when_too_large(response, limit))
         })
     }
+}
+
+/// grpc-go answers a request whose content-type is not `application/grpc` (or
+/// `application/grpc+codec`, `application/grpc;...`) with HTTP 415 and
+/// INVALID_ARGUMENT; tonic would serve it.
+fn not_grpc(request: &http::Request<Body>) -> Option<http::Response<Body>> {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let grpc = content_type
+        .strip_prefix("application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']));
+    if grpc {
+        return None;
+    }
+    let mut response = ApiError::new(
+        ErrorKind::UnsupportedMediaType,
+        format!("invalid gRPC request content-type {content_type:?}"),
+    )
+    .to_status()
+    .into_http();
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    Some(response)
 }
 
 /// tonic reports an oversized request as OUT_OF_RANGE; Dapr clients expect
@@ -360,6 +407,23 @@ fn resource_exhausted_when_too_large(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_grpc_content_types_are_grpc() {
+        let with = |ct: Option<&str>| {
+            let mut r = http::Request::new(Body::empty());
+            if let Some(ct) = ct {
+                r.headers_mut().insert("content-type", ct.parse().unwrap());
+            }
+            not_grpc(&r).map(|resp| resp.status().as_u16())
+        };
+        assert_eq!(with(Some("application/grpc")), None);
+        assert_eq!(with(Some("application/grpc+proto")), None);
+        assert_eq!(with(Some("application/grpc;charset=utf-8")), None);
+        assert_eq!(with(Some("application/json")), Some(415));
+        assert_eq!(with(Some("application/grpcx")), Some(415));
+        assert_eq!(with(None), Some(415));
+    }
 
     #[test]
     fn oversized_message_becomes_resource_exhausted() {

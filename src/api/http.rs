@@ -76,6 +76,46 @@ impl Default for ServerLimits {
     }
 }
 
+/// Bytes of request line and headers taken, as Go's net/http: 1 MB plus 4 KiB.
+pub const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
+/// Headers taken in one HTTP/1 request (Go counts bytes only). hyper keeps
+/// room for this many on the heap per request parse, 64 bytes each: 1024 is
+/// ten times hyper's default and 64 KiB.
+pub const MAX_HEADERS: usize = 1024;
+
+/// What Go's net/http refuses with 400 before any handler runs, and hyper lets
+/// through: an HTTP/1.1 request without exactly one `Host` header (RFC 9112,
+/// 3.2), and a path with a `%` that is not followed by two hex digits.
+async fn check_request_target(request: Request, next: Next) -> Response {
+    let hosts = request.headers().get_all(http::header::HOST).iter().count();
+    if request.version() == http::Version::HTTP_11 && hosts != 1 {
+        let why = if hosts == 0 {
+            "missing required Host header"
+        } else {
+            "too many Host headers"
+        };
+        return ApiError::new(ErrorKind::MalformedRequest, why).into_response();
+    }
+    if let Some(at) = invalid_percent_encoding(request.uri().path()) {
+        return ApiError::new(
+            ErrorKind::MalformedRequest,
+            format!("invalid URL escape in the path at byte {at}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Where a `%` in `path` does not start a `%XX` escape.
+fn invalid_percent_encoding(path: &str) -> Option<usize> {
+    let b = path.as_bytes();
+    (0..b.len()).find(|&i| {
+        b[i] == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// The body read timeout, handed from [`serve`] to the handlers.
 #[derive(Debug, Clone, Copy)]
 struct BodyReadTimeout(Duration);
@@ -229,16 +269,24 @@ pub async fn serve(
     limits: ServerLimits,
     slots: Arc<Semaphore>,
 ) {
-    let router = router.layer(Extension(BodyReadTimeout(limits.body_read_timeout)));
+    let router = router
+        .layer(Extension(BodyReadTimeout(limits.body_read_timeout)))
+        .layer(middleware::from_fn(check_request_target));
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Go's net/http (daprd) takes up to 1 MB of request line and headers
+    // (DefaultMaxHeaderBytes, plus 4 KiB of slack); hyper would refuse more
+    // than 100 headers or about 400 KB. hyper must also bound the count.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     // Pings find dead h2c peers, whose connections would otherwise hold a slot.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -354,8 +402,9 @@ struct Envelope<'a> {
     operation: Option<String>,
 }
 
-/// How deeply `data` may nest: the limit of Go's `encoding/json`, which daprd uses.
-pub const MAX_DATA_DEPTH: usize = 10_000;
+/// How deeply a request body may nest: the limit of Go's `encoding/json`, which
+/// daprd decodes it with (the envelope object is the first level).
+pub const MAX_JSON_DEPTH: usize = 10_000;
 
 /// Decodes `{"data": <any JSON>, "metadata": {..}, "operation": ".."}`; `data`
 /// becomes its compact JSON text, as daprd hands it to the binding.
@@ -368,22 +417,17 @@ pub fn decode_envelope(body: &Bytes) -> Result<InvokeRequest, ApiError> {
     {
         return Err(ApiError::malformed("expected a JSON object"));
     }
+    // Over the whole body, as Go's decoder checks it before decoding: serde_json
+    // skips `data` (a raw value) and unknown fields without its own depth limit.
+    if crate::json::nesting_depth(body) > MAX_JSON_DEPTH {
+        return Err(ApiError::malformed(format!(
+            "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ApiError::malformed)?;
     let data = match envelope.data {
-        Some(raw) => {
-            // serde_json skips over a raw value without recursing, so its depth
-            // limit does not apply here; refuse what Go's decoder (daprd) refuses.
-            if crate::json::nesting_depth(raw.get().as_bytes()) > MAX_DATA_DEPTH {
-                return Err(ApiError::malformed(format!(
-                    "data nests deeper than {MAX_DATA_DEPTH} levels"
-                )));
-            }
-            if raw.get().trim() == "null" {
-                Bytes::new()
-            } else {
-                crate::json::compact(body, raw.get())
-            }
-        }
+        Some(raw) if raw.get().trim() == "null" => Bytes::new(),
+        Some(raw) => crate::json::compact(body, raw.get()),
         // As daprd: `null` or no `data` writes a record without a value.
         None => Bytes::new(),
     };
@@ -458,6 +502,8 @@ async fn invoke_binding(
     PathName(name): PathName,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // Before the body is read, so that the cap also bounds the bodies held.
+    let _slot = state.begin_output()?;
     let trace =
         super::TraceContext::read(|k| request.headers().get(k).and_then(|v| v.to_str().ok()));
     let body = read_body(&state, request).await?;
@@ -688,6 +734,16 @@ mod tests {
     }
 
     #[test]
+    fn finds_invalid_percent_encoding() {
+        assert_eq!(invalid_percent_encoding("/v1.0/bindings/orders"), None);
+        assert_eq!(invalid_percent_encoding("/v1.0/bindings/%2Fa%c3%a9"), None);
+        assert_eq!(invalid_percent_encoding("/v1.0/bindings/%zz"), Some(15));
+        assert_eq!(invalid_percent_encoding("/v1.0/bindings/out1%"), Some(19));
+        assert_eq!(invalid_percent_encoding("/a%4"), Some(2));
+        assert_eq!(invalid_percent_encoding("/a%%41"), Some(2));
+    }
+
+    #[test]
     fn a_connection_has_started_after_http1_bytes_or_the_h2_preface_and_first_frame() {
         let started = |chunks: &[&[u8]]| {
             let mut w = StartWatch::default();
@@ -732,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn data_may_nest_as_deep_as_go_allows_and_no_deeper() {
+    fn bodies_may_nest_as_deep_as_go_allows_and_no_deeper() {
         let nested = |depth: usize| {
             Bytes::from(format!(
                 "{{\"operation\": \"create\", \"data\": {}{}}}",
@@ -740,12 +796,21 @@ mod tests {
                 "]".repeat(depth)
             ))
         };
-        let ok = decode_envelope(&nested(MAX_DATA_DEPTH)).unwrap();
-        assert_eq!(ok.data.len(), 2 * MAX_DATA_DEPTH);
-        let e = decode_envelope(&nested(MAX_DATA_DEPTH + 1)).unwrap_err();
+        // The envelope is the first level.
+        let ok = decode_envelope(&nested(MAX_JSON_DEPTH - 1)).unwrap();
+        assert_eq!(ok.data.len(), 2 * (MAX_JSON_DEPTH - 1));
+        let e = decode_envelope(&nested(MAX_JSON_DEPTH)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::MalformedRequest);
         assert!(e.message.contains("deeper than 10000"), "{}", e.message);
         // Far deeper, without a stack overflow.
         assert!(decode_envelope(&nested(1_000_000)).is_err());
+        // Any field counts, unknown ones too (serde_json skips those unchecked).
+        let unknown = Bytes::from(format!(
+            "{{\"operation\": \"create\", \"data\": 1, \"x\": {}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ));
+        let e = decode_envelope(&unknown).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::MalformedRequest);
     }
 }

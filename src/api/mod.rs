@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bindings::{InvokeRequest, InvokeResponse, OutputBinding};
@@ -64,9 +65,34 @@ pub struct ApiState {
     pub extended: Mutex<BTreeMap<String, String>>,
     /// Span export (`--otlp-endpoint`); `None` when off.
     pub tracer: Option<Arc<crate::otlp::Tracer>>,
+    /// Output calls in flight, HTTP and gRPC together (see [`ApiState::begin_output`]).
+    pub in_flight: Arc<Semaphore>,
+    pub max_in_flight: usize,
 }
 
+/// The default of `--max-output-calls-in-flight`: enough for any sane
+/// concurrency (a call waits at most `produceTimeout`), few enough that the
+/// requests held at once (bodies up to --dapr-http-max-request-size, 4 MiB by
+/// default) keep memory bounded.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
 impl ApiState {
+    /// The semaphore behind `in_flight` for a cap of `max` calls.
+    pub fn in_flight_limit(max: usize) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)))
+    }
+
+    /// Takes one of the output call slots, held until the call has been answered;
+    /// when all are taken, the call is refused at once (429 / RESOURCE_EXHAUSTED)
+    /// rather than queued, so that overload cannot grow memory. Taken before the
+    /// request body is read, so that it bounds the bodies held too.
+    pub fn begin_output(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::too_many_in_flight(self.max_in_flight))
+    }
+
     /// Looks up and invokes an output binding, with daprd's error texts.
     pub async fn invoke_output(
         &self,

@@ -59,14 +59,6 @@ impl CronMetadata {
             .str("route")
             .map(|s| s.trim_start_matches('/').to_string())
             .unwrap_or_else(|| component.name.clone());
-        for name in component.metadata.names() {
-            if !["schedule", "direction", "route"]
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(name))
-            {
-                tracing::warn!(binding.name = %component.name, field = name, "unknown metadata field ignored");
-            }
-        }
         r.finish(CronMetadata {
             schedule,
             schedule_text: text,

@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use super::duration::parse_duration;
 use super::error::ConfigError;
+use super::lines::{KeyLines, key_lines};
 use super::{Component, Metadata, MetadataItem};
 
 const API_VERSION: &str = "dapr.io/v1alpha1";
@@ -21,22 +22,81 @@ pub fn load(paths: &[PathBuf], app_id: &str) -> (Vec<Component>, Vec<ConfigError
     let mut errors = Vec::new();
     for path in paths {
         for file in files_in(path, &mut errors) {
-            match std::fs::read(&file) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => load_text(&file, &text, app_id, &mut components, &mut errors),
-                    Err(_) => {
-                        errors.push(ConfigError::in_file(&file, "the file is not valid UTF-8"))
-                    }
-                },
-                Err(e) => errors.push(ConfigError::in_file(
-                    &file,
-                    format!("cannot read the file: {e}"),
-                )),
+            match read_file(&file) {
+                Ok(text) => load_text(&file, &text, app_id, &mut components, &mut errors),
+                Err(message) => errors.push(ConfigError::in_file(&file, message)),
             }
         }
     }
     check_duplicates(&mut components, &mut errors);
     (components, errors)
+}
+
+/// The largest component file read: far above any real one (Kubernetes caps a
+/// ConfigMap at 1 MiB), low enough that a runaway file cannot exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
+/// Reads a component file, refusing what is not a regular file (a FIFO would
+/// block, `/dev/zero` never ends) and what is larger than [`MAX_FILE_BYTES`].
+fn read_file(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // Non-blocking, so that opening a FIFO returns at once instead of waiting
+    // for a writer; it has no effect on a regular file.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file);
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            // A link whose target is gone (a Kubernetes volume whose `..data`
+            // link broke) or a link loop: say so, with the target.
+            return Err(match std::fs::read_link(file) {
+                Ok(target) => format!(
+                    "cannot read the file: it is a symbolic link to {}, which cannot be opened: {e}",
+                    target.display()
+                ),
+                Err(_) => format!("cannot read the file: {e}"),
+            });
+        }
+    };
+    // The type of what was opened, not of the name, so nothing can swap it in between.
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "cannot read the file: it is {what}, not a regular file"
+        ));
+    }
+    let too_large = || format!("the file is larger than {MAX_FILE_BYTES} bytes");
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even when the size the file system reports is wrong (procfs says 0).
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| "the file is not valid UTF-8".to_string())
 }
 
 /// Loads the components of one file's text, as if read from `file`.
@@ -48,22 +108,32 @@ pub fn load_str(file: &Path, text: &str, app_id: &str) -> (Vec<Component>, Vec<C
     (components, errors)
 }
 
-/// The YAML files of a resources path, sorted by name (daprd reads a folder non-recursively).
+/// The YAML files of a resources path, sorted by name (daprd reads a folder
+/// non-recursively). A name ending in .yaml or .yml is listed even when it
+/// cannot be read (a dangling link, a FIFO), so that reading it reports why.
 fn files_in(path: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => vec![path.to_path_buf()],
-        Ok(_) => match std::fs::read_dir(path) {
+        Ok(meta) if meta.is_dir() => match std::fs::read_dir(path) {
             Ok(entries) => {
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.is_file()
-                            && matches!(
-                                p.extension().and_then(|e| e.to_str()),
-                                Some("yaml" | "yml")
-                            )
-                    })
-                    .collect();
+                let mut files = Vec::new();
+                for entry in entries {
+                    let p = match entry {
+                        Ok(e) => e.path(),
+                        Err(e) => {
+                            errors.push(ConfigError::in_file(
+                                path,
+                                format!("cannot read the resources folder: {e}"),
+                            ));
+                            continue;
+                        }
+                    };
+                    let yaml =
+                        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                    // Sub-folders are not read, whatever their name.
+                    if yaml && !std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+                        files.push(p);
+                    }
+                }
                 files.sort();
                 files
             }
@@ -75,6 +145,15 @@ fn files_in(path: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
                 Vec::new()
             }
         },
+        // A file, or something that is not one: reading it says which.
+        Ok(_) => vec![path.to_path_buf()],
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            errors.push(ConfigError::in_file(
+                path,
+                format!("the resources path is a symbolic link that cannot be followed: {e}"),
+            ));
+            Vec::new()
+        }
         Err(e) => {
             errors.push(ConfigError::in_file(
                 path,
@@ -92,7 +171,8 @@ struct Document<'a> {
 }
 
 impl Document<'_> {
-    /// The line of the first non-blank, non-comment line of the document.
+    /// The line of the first non-blank, non-comment line of the document (for a
+    /// document libyaml cannot read up to its first node).
     fn start_line(&self) -> usize {
         self.text
             .lines()
@@ -102,102 +182,77 @@ impl Document<'_> {
             })
             .map_or(self.first_line, |i| self.first_line + i)
     }
+}
 
-    /// The line on which a metadata item `name: <field>` is written, after `spec:`.
-    fn metadata_item_line(&self, field: &str) -> Option<usize> {
-        let mut in_spec = false;
-        for (i, line) in self.text.lines().enumerate() {
-            let t = line.trim();
-            if t.starts_with("spec:") {
-                in_spec = true;
-                continue;
-            }
-            if !in_spec {
-                continue;
-            }
-            let t = t.trim_start_matches('-').trim_start();
-            if let Some(rest) = t.strip_prefix("name:") {
-                let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
-                if v == field {
-                    return Some(self.first_line + i);
-                }
-            }
+/// The lines of one document's keys, as lines of the file.
+struct DocLines {
+    keys: KeyLines,
+    first_line: usize,
+    start: usize,
+}
+
+impl DocLines {
+    fn read(doc: &Document<'_>) -> Self {
+        let keys = key_lines(doc.text);
+        let start = keys
+            .root
+            .map_or_else(|| doc.start_line(), |l| doc.first_line + l - 1);
+        DocLines {
+            keys,
+            first_line: doc.first_line,
+            start,
         }
-        None
     }
 
-    /// The line on which a key is first written (e.g. `type:` under `spec:`).
-    fn key_line(&self, key: &str, after: Option<&str>) -> Option<usize> {
-        let mut armed = after.is_none();
-        for (i, line) in self.text.lines().enumerate() {
-            let t = line.trim_start().trim_start_matches('-').trim_start();
-            if !armed {
-                armed = after.is_some_and(|a| t.starts_with(a));
-                continue;
-            }
-            if t.starts_with(key) && t[key.len()..].starts_with(':') {
-                return Some(self.first_line + i);
-            }
-        }
-        None
+    /// The line of the key at `path` (e.g. `spec.type`, `spec.metadata[3].name`).
+    fn of(&self, path: &str) -> Option<usize> {
+        self.keys.line(path).map(|l| self.first_line + l - 1)
+    }
+
+    /// The line of `path`, else where the document starts.
+    fn at(&self, path: &str) -> Option<usize> {
+        self.of(path).or(Some(self.start))
+    }
+
+    /// A plain scalar at `path` of a document that is not valid YAML, read up to
+    /// the error, so that the error can still name the component.
+    fn hint(&self, path: &str) -> Option<String> {
+        let value = self.keys.value(path)?;
+        let plain = !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        plain.then(|| value.to_string())
     }
 }
 
-impl Document<'_> {
-    /// The line of a key written at the top level (no indentation), e.g. `metadata:`.
-    fn top_key_line(&self, key: &str) -> Option<usize> {
-        self.text
-            .lines()
-            .position(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
-            .map(|i| self.first_line + i)
-    }
-
-    /// Best effort for a document that is not valid YAML: the plain scalar written as
-    /// `key:` in the indented block under the top-level `parent:` (e.g. metadata → name),
-    /// so that the error can still name the component.
-    fn hint(&self, parent: &str, key: &str) -> Option<String> {
-        let mut lines = self.text.lines();
-        lines.find(|l| l.trim_end() == format!("{parent}:"))?;
-        for line in lines {
-            if !line.starts_with([' ', '\t']) {
-                if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                    continue;
-                }
-                return None;
-            }
-            let Some(rest) = line.trim().strip_prefix(key) else {
-                continue;
-            };
-            let Some(value) = rest.strip_prefix(':') else {
-                continue;
-            };
-            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-            let plain = !value.is_empty()
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            return plain.then(|| value.to_string());
-        }
-        None
-    }
-}
-
-/// Splits a YAML stream on `---` lines, keeping where each document starts.
+/// Splits a YAML stream on `---` lines, keeping where each document starts, so
+/// that an error in one document does not hide the others. A `---` line stays
+/// at the head of the document it starts (it may carry content: `--- {a: 1}`);
+/// a byte-order mark, which YAML allows before a document, is dropped.
 fn split_documents(text: &str) -> Vec<Document<'_>> {
+    const BOM: char = '\u{feff}';
     let mut docs = Vec::new();
     let mut start = 0usize;
     let mut first_line = 1usize;
     let mut offset = 0usize;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let t = line.trim_end();
-        let is_marker = t == "---" || t.starts_with("--- ") || t == "...";
-        if is_marker {
+        let t = t.strip_prefix(BOM).unwrap_or(t);
+        let starts = t == "---" || t.starts_with("--- ") || t.starts_with("---\t");
+        let ends = t == "..." || t.starts_with("... ");
+        if starts || ends {
             docs.push(Document {
                 text: &text[start..offset],
                 first_line,
             });
-            start = offset + line.len();
-            first_line = i + 2;
+            if starts {
+                start = offset;
+                first_line = i + 1;
+            } else {
+                start = offset + line.len();
+                first_line = i + 2;
+            }
         }
         offset += line.len();
     }
@@ -205,6 +260,9 @@ fn split_documents(text: &str) -> Vec<Document<'_>> {
         text: &text[start..],
         first_line,
     });
+    for doc in &mut docs {
+        doc.text = doc.text.strip_prefix(BOM).unwrap_or(doc.text);
+    }
     docs
 }
 
@@ -219,29 +277,34 @@ fn load_text(
         if doc.text.trim().is_empty() {
             continue;
         }
+        // One pass over the document for the line of every key, valid or not
+        // (for an invalid one: what could be read before the error).
+        let lines = DocLines::read(&doc);
+        let named = |mut error: ConfigError| {
+            error.component = lines.hint("metadata.name");
+            error.component_type = lines.hint("spec.type");
+            error
+        };
         if flow_depth(doc.text) > MAX_FLOW_DEPTH {
             // libyaml takes time quadratic in this depth (100k `[` take minutes);
             // serde_yaml would refuse the document anyway (its limit is 128).
-            let mut error = ConfigError::in_file(
-                file,
-                format!("invalid YAML: flow collections ([ or {{) nest deeper than {MAX_FLOW_DEPTH} levels"),
-            )
-            .at_line(Some(doc.start_line()));
-            error.component = doc.hint("metadata", "name");
-            error.component_type = doc.hint("spec", "type");
-            errors.push(error);
+            errors.push(named(
+                ConfigError::in_file(
+                    file,
+                    format!("invalid YAML: flow collections ([ or {{) nest deeper than {MAX_FLOW_DEPTH} levels"),
+                )
+                .at_line(Some(lines.start)),
+            ));
             continue;
         }
         let value: Value = match serde_yaml::from_str(doc.text) {
             Ok(v) => v,
             Err(e) => {
                 let line = e.location().map(|l| doc.first_line + l.line() - 1);
-                let mut error =
+                errors.push(named(
                     ConfigError::in_file(file, format!("invalid YAML: {}", strip_location(&e)))
-                        .at_line(line);
-                error.component = doc.hint("metadata", "name");
-                error.component_type = doc.hint("spec", "type");
-                errors.push(error);
+                        .at_line(line),
+                ));
                 continue;
             }
         };
@@ -254,7 +317,7 @@ fn load_text(
                     file,
                     "a resource must be a YAML mapping (apiVersion, kind, metadata, spec)",
                 )
-                .at_line(Some(doc.start_line())),
+                .at_line(Some(lines.start)),
             );
             continue;
         };
@@ -266,19 +329,19 @@ fn load_text(
                 continue;
             }
             None if map.get("apiVersion").is_none() => {
-                tracing::warn!(file = %file.display(), line = doc.start_line(), "skipping a YAML document that is not a Dapr resource (no apiVersion, no kind)");
+                tracing::warn!(file = %file.display(), line = lines.start, "skipping a YAML document that is not a Dapr resource (no apiVersion, no kind)");
                 continue;
             }
             None => {
                 errors.push(
                     ConfigError::in_file(file, "`kind` is missing (expected `Component`)")
                         .field("kind")
-                        .at_line(Some(doc.start_line())),
+                        .at_line(Some(lines.start)),
                 );
                 continue;
             }
         }
-        if let Some(c) = parse_component(file, &doc, map, errors) {
+        if let Some(c) = parse_component(file, &lines, map, errors) {
             if c.scopes.is_empty() || c.scopes.iter().any(|s| s == app_id) {
                 out.push(c);
             } else {
@@ -366,12 +429,12 @@ fn scalar_text(v: &Value) -> Option<String> {
 
 fn parse_component(
     file: &Path,
-    doc: &Document<'_>,
+    lines: &DocLines,
     map: &serde_yaml::Mapping,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Component> {
     let before = errors.len();
-    let start = doc.start_line();
+    let start = lines.start;
     // Name and type come first, so that every later error can carry them.
     let name = map
         .get("metadata")
@@ -401,7 +464,7 @@ fn parse_component(
                 "unsupported apiVersion {v:?} (expected {API_VERSION})"
             ))
             .field("apiVersion")
-            .at_line(doc.top_key_line("apiVersion").or(Some(start))),
+            .at_line(lines.at("apiVersion")),
         ),
         _ => errors.push(
             err(format!("`apiVersion` is missing (expected {API_VERSION})")).field("apiVersion"),
@@ -412,7 +475,7 @@ fn parse_component(
         errors.push(
             err("`metadata.name` is missing: every component needs a name".into())
                 .field("metadata.name")
-                .at_line(doc.top_key_line("metadata").or(Some(start))),
+                .at_line(lines.at("metadata")),
         );
     } else if let Some(bad) = name
         .chars()
@@ -423,7 +486,7 @@ fn parse_component(
                 "component name {name:?} contains {bad:?}; names are used in URLs"
             ))
             .field("metadata.name")
-            .at_line(doc.key_line("name", Some("metadata:")).or(Some(start))),
+            .at_line(lines.at("metadata.name")),
         );
     }
 
@@ -431,16 +494,16 @@ fn parse_component(
         errors.push(
             err("`spec` is missing or not a mapping".into())
                 .field("spec")
-                .at_line(doc.top_key_line("spec").or(Some(start))),
+                .at_line(lines.at("spec")),
         );
         return None;
     };
-    let spec_line = doc.top_key_line("spec").or(Some(start));
+    let spec_line = lines.at("spec");
     if component_type.is_empty() {
         errors.push(
             err("`spec.type` is missing (e.g. bindings.kafka)".into())
                 .field("spec.type")
-                .at_line(doc.key_line("type", Some("spec:")).or(spec_line)),
+                .at_line(lines.of("spec.type").or(spec_line)),
         );
     }
     let version = match spec.get("version").and_then(scalar_text) {
@@ -459,7 +522,7 @@ fn parse_component(
                 errors.push(
                     err(format!("expected true or false, got {v:?}"))
                         .field("spec.ignoreErrors")
-                        .at_line(doc.key_line("ignoreErrors", Some("spec:")).or(Some(start))),
+                        .at_line(lines.at("spec.ignoreErrors")),
                 );
                 false
             }
@@ -474,7 +537,7 @@ fn parse_component(
                 errors.push(
                     err(e)
                         .field("spec.initTimeout")
-                        .at_line(doc.key_line("initTimeout", Some("spec:")).or(Some(start))),
+                        .at_line(lines.at("spec.initTimeout")),
                 );
                 DEFAULT_INIT_TIMEOUT
             }
@@ -491,7 +554,8 @@ fn parse_component(
                         err(format!(
                             "spec.metadata[{i}] must be a mapping with `name` and `value`"
                         ))
-                        .field(format!("spec.metadata[{i}]")),
+                        .field(format!("spec.metadata[{i}]"))
+                        .at_line(lines.of(&format!("spec.metadata[{i}]")).or(Some(start))),
                     );
                     continue;
                 };
@@ -499,11 +563,14 @@ fn parse_component(
                 if item_name.is_empty() {
                     errors.push(
                         err(format!("spec.metadata[{i}] has no `name`"))
-                            .field(format!("spec.metadata[{i}]")),
+                            .field(format!("spec.metadata[{i}]"))
+                            .at_line(lines.of(&format!("spec.metadata[{i}]")).or(Some(start))),
                     );
                     continue;
                 }
-                let line = doc.metadata_item_line(&item_name);
+                let line = lines
+                    .of(&format!("spec.metadata[{i}].name"))
+                    .or_else(|| lines.of(&format!("spec.metadata[{i}]")));
                 let value = if let Some(v) = entry.get("value") {
                     scalar_text(v).unwrap_or_default()
                 } else if entry.get("secretKeyRef").is_some() {
@@ -542,7 +609,7 @@ fn parse_component(
         Some(_) => errors.push(
             err("`spec.metadata` must be a list of {name, value} items".into())
                 .field("spec.metadata")
-                .at_line(doc.key_line("metadata", Some("spec:")).or(Some(start))),
+                .at_line(lines.at("spec.metadata")),
         ),
     }
 
@@ -553,7 +620,7 @@ fn parse_component(
             errors.push(
                 err("`scopes` must be a list of app ids".into())
                     .field("scopes")
-                    .at_line(doc.key_line("scopes", None).or(Some(start))),
+                    .at_line(lines.at("scopes")),
             );
             Vec::new()
         }
@@ -573,8 +640,8 @@ fn parse_component(
         file: file.to_path_buf(),
         line: Some(start),
         key_lines: [
-            ("spec.type", doc.key_line("type", Some("spec:"))),
-            ("spec.version", doc.key_line("version", Some("spec:"))),
+            ("spec.type", lines.of("spec.type")),
+            ("spec.version", lines.of("spec.version")),
         ]
         .into_iter()
         .filter_map(|(k, l)| Some((k, l?)))
@@ -669,49 +736,56 @@ mod tests {
 
     #[test]
     fn splits_documents_with_lines() {
-        let text = "a: 1\n---\nb: 2\n\n---\nc: 3\n";
+        let text = "\u{feff}a: 1\n---\nb: 2\n\n--- {c: 3}\n...\n\u{feff}---\nd: 4\n";
         let docs = split_documents(text);
-        assert_eq!(docs.len(), 3);
-        assert_eq!(docs[1].first_line, 3);
-        assert_eq!(docs[2].first_line, 6);
-        assert_eq!(docs[2].text, "c: 3\n");
-    }
-
-    #[test]
-    fn finds_metadata_item_lines() {
-        let text = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: brokers\nspec:\n  type: bindings.kafka\n  metadata:\n    - name: brokers\n      value: x\n";
-        let doc = Document {
-            text,
-            first_line: 10,
-        };
-        assert_eq!(doc.metadata_item_line("brokers"), Some(17));
-        assert_eq!(doc.key_line("type", Some("spec:")), Some(15));
-        assert_eq!(doc.top_key_line("metadata"), Some(12));
+        let seen: Vec<_> = docs.iter().map(|d| (d.first_line, d.text)).collect();
         assert_eq!(
-            doc.top_key_line("name"),
-            None,
-            "indented keys are not top level"
+            seen,
+            [
+                (1, "a: 1\n"),
+                (2, "---\nb: 2\n\n"),
+                (5, "--- {c: 3}\n"),
+                (7, ""),
+                (7, "---\nd: 4\n"),
+            ]
         );
     }
 
     #[test]
-    fn hints_name_and_type_of_a_document_that_is_not_yaml() {
+    fn every_field_has_its_exact_line_block_or_flow() {
+        let text = "# header\n\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: orders\nspec:\n  type: bindings.kafka\n  version: v1\n  metadata:\n  - {name: brokers, value: x}\n  - name: topics\n    value: t\n  -\n    value: g\n    name: consumerGroup\n";
+        let (components, errors) = load_str(Path::new("f.yaml"), text, "app");
+        assert!(errors.is_empty(), "{errors:?}");
+        let c = &components[0];
+        assert_eq!(c.line, Some(3), "the document starts at its first key");
+        let line = |n: &str| c.metadata.get_item(n).and_then(|i| i.line);
+        assert_eq!(line("brokers"), Some(11));
+        assert_eq!(line("topics"), Some(12));
+        assert_eq!(line("consumerGroup"), Some(16));
+        assert_eq!(c.key_lines.get("spec.type"), Some(&8));
+        assert_eq!(c.key_lines.get("spec.version"), Some(&9));
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_component_is_allowed() {
+        let text = "\u{feff}apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bom\nspec:\n  type: bindings.cron\n  metadata:\n  - name: schedule\n    value: \"@every 1s\"\n";
+        let (components, errors) = load_str(Path::new("bom.yaml"), text, "app");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(components[0].name, "bom");
+        assert_eq!(
+            components[0].metadata.get_item("schedule").unwrap().line,
+            Some(8)
+        );
+    }
+
+    #[test]
+    fn names_the_component_of_a_document_that_is_not_yaml() {
         let text = "metadata:\n  # a comment\n  name: \"orders\"\nspec:\n  type: bindings.kafka\n  metadata: [oops\n";
-        let doc = Document {
-            text,
-            first_line: 1,
-        };
-        assert_eq!(doc.hint("metadata", "name").as_deref(), Some("orders"));
-        assert_eq!(doc.hint("spec", "type").as_deref(), Some("bindings.kafka"));
-        assert_eq!(
-            doc.hint("spec", "version"),
-            None,
-            "stops at the end of the block"
-        );
-        let odd = Document {
-            text: "metadata:\n  name: a: b\n",
-            first_line: 1,
-        };
-        assert_eq!(odd.hint("metadata", "name"), None, "only plain names");
+        let (_, errors) = load_str(Path::new("bad.yaml"), text, "app");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].component.as_deref(), Some("orders"));
+        assert_eq!(errors[0].component_type.as_deref(), Some("bindings.kafka"));
+        let (_, errors) = load_str(Path::new("odd.yaml"), "metadata:\n  name: a: b\n", "app");
+        assert_eq!(errors[0].component, None, "only plain names");
     }
 }

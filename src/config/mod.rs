@@ -3,9 +3,11 @@
 
 mod duration;
 mod error;
+mod lines;
 mod loader;
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,17 +93,76 @@ impl Metadata {
     }
 }
 
-/// Reads typed metadata of one component and collects every field error.
+/// Reads typed metadata of one component and collects every field error. It
+/// records every name the binding asks for, so that [`FieldReader::finish`]
+/// can warn about each item the binding did not read: one rule for every
+/// binding, no list of known names to keep in step with the code.
 pub struct FieldReader<'a> {
     component: &'a Component,
     errors: Vec<ConfigError>,
+    /// Names asked for, lower-cased (names match case-insensitively).
+    read: RefCell<HashSet<String>>,
 }
+
+/// At most this many unread items are named one by one; the rest are counted.
+const MAX_UNREAD_WARNINGS: usize = 20;
 
 impl<'a> FieldReader<'a> {
     pub fn new(component: &'a Component) -> Self {
         FieldReader {
             component,
             errors: Vec::new(),
+            read: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Names that Dapr's component of this type knows but that have no effect
+    /// here: they count as read, with a debug line each when present.
+    pub fn accept_unused(&self, names: &[&str]) {
+        for name in names {
+            if self.component.metadata.get_item(name).is_some() {
+                tracing::debug!(binding.name = %self.component.name, field = name, "metadata field has no effect here");
+            }
+            self.mark(name);
+        }
+    }
+
+    fn mark(&self, name: &str) {
+        self.read.borrow_mut().insert(name.to_ascii_lowercase());
+    }
+
+    /// Warns about every metadata item that no read asked for, and about every
+    /// repeat of a name (only its first item is read).
+    fn warn_unread(&self) {
+        let read = self.read.borrow();
+        let c = self.component;
+        let mut seen = HashSet::new();
+        let mut ignored = c.metadata.items.iter().filter_map(|i| {
+            let name = i.name.to_ascii_lowercase();
+            if !seen.insert(name.clone()) {
+                Some((i, "it repeats a name given above, whose value is used"))
+            } else if !read.contains(&name) {
+                Some((
+                    i,
+                    "the binding does not read it (unknown, or unused with these settings)",
+                ))
+            } else {
+                None
+            }
+        });
+        for (item, why) in ignored.by_ref().take(MAX_UNREAD_WARNINGS) {
+            tracing::warn!(
+                binding.name = %c.name,
+                binding.r#type = %c.component_type,
+                file = %c.file.display(),
+                line = item.line.unwrap_or(0),
+                field = %item.name,
+                "metadata field ignored: {why}"
+            );
+        }
+        let more = ignored.count();
+        if more > 0 {
+            tracing::warn!(binding.name = %c.name, file = %c.file.display(), "{more} more metadata fields ignored");
         }
     }
 
@@ -114,6 +175,7 @@ impl<'a> FieldReader<'a> {
     }
 
     pub fn str(&self, name: &str) -> Option<&'a str> {
+        self.mark(name);
         self.component.metadata.get(name)
     }
 
@@ -173,8 +235,10 @@ impl<'a> FieldReader<'a> {
         }
     }
 
-    /// Ends the read: the value when no field was wrong, else every error.
+    /// Ends the read: the value when no field was wrong, else every error; a
+    /// warning for each item that was not read.
     pub fn finish<T>(self, value: T) -> Result<T, Vec<ConfigError>> {
+        self.warn_unread();
         if self.errors.is_empty() {
             Ok(value)
         } else {

@@ -3,6 +3,8 @@
 //! environment, sidecar flags). Relative paths are relative to the template's
 //! folder. Fields this launcher has no use for (log destinations, container
 //! images, ...) are accepted and ignored, so Dapr's templates load unchanged.
+//! One field is outrigger's own: `startAfter: <appID>` orders the start of an
+//! app after another app's sidecar is ready (see [`AppPlan::start_after`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -101,6 +103,9 @@ struct AppEntry {
     dapr_http_port: Option<Scalar>,
     #[serde(rename = "daprGRPCPort")]
     dapr_grpc_port: Option<Scalar>,
+    /// outrigger's own field: the appID of an app listed earlier whose sidecar
+    /// must be ready (see [`AppPlan::start_after`]) before this app starts.
+    start_after: Option<String>,
     #[serde(flatten)]
     settings: Settings,
 }
@@ -125,6 +130,11 @@ pub struct AppPlan {
     pub env: Vec<(String, String)>,
     /// Flags for this app's `outrigger run` (sidecar flags, before `--`).
     pub flags: Vec<OsString>,
+    /// Start only once this app's sidecar is ready: its health endpoint answers
+    /// and each of its input bindings has joined (for Kafka: partitions
+    /// assigned), so that what this app sends first is not missed by a
+    /// consumer still joining at the newest offset.
+    pub start_after: Option<String>,
 }
 
 /// The template file: `path` itself, or `path/dapr.yaml` for a folder.
@@ -169,6 +179,15 @@ fn plan(t: &Template, base: &Path) -> Result<Vec<AppPlan>, String> {
     let mut plans = Vec::new();
     for (i, app) in t.apps.iter().enumerate() {
         let plan = plan_app(app, &t.common, base).map_err(|e| format!("apps[{i}]: {e}"))?;
+        if let Some(after) = &plan.start_after {
+            // Only earlier apps: the order is then the list's, and there are no cycles.
+            if !seen.contains(after) {
+                return Err(format!(
+                    "apps[{i}]: startAfter {after:?} must name the appID of an app listed before {}",
+                    plan.app_id
+                ));
+            }
+        }
         if !seen.insert(plan.app_id.clone()) {
             return Err(format!("appID {} is used twice", plan.app_id));
         }
@@ -265,6 +284,12 @@ fn plan_app(app: &AppEntry, common: &Settings, base: &Path) -> Result<AppPlan, S
         command,
         env: env.into_iter().collect(),
         flags,
+        start_after: app
+            .start_after
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -290,6 +315,24 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         let t: Template = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
         plan(&t, dir.path())
+    }
+
+    #[test]
+    fn start_after_names_an_earlier_app() {
+        let p = plans(
+            "apps:\n- appID: one\n  appDirPath: a\n  command: [x]\n- appID: two\n  appDirPath: b\n  command: [y]\n  startAfter: one\n",
+        )
+        .unwrap();
+        assert_eq!(p[0].start_after, None);
+        assert_eq!(p[1].start_after.as_deref(), Some("one"));
+        for bad in [
+            "apps:\n- appID: one\n  appDirPath: a\n  command: [x]\n  startAfter: two\n- appID: two\n  appDirPath: b\n  command: [y]\n",
+            "apps:\n- appID: one\n  appDirPath: a\n  command: [x]\n  startAfter: one\n",
+            "apps:\n- appID: one\n  appDirPath: a\n  command: [x]\n- appID: two\n  appDirPath: b\n  command: [y]\n  startAfter: three\n",
+        ] {
+            let e = plans(bad).unwrap_err();
+            assert!(e.contains("startAfter"), "{e}");
+        }
     }
 
     fn flag_value(p: &AppPlan, name: &str) -> Vec<String> {

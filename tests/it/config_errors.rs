@@ -271,7 +271,7 @@ const CASES: &[Case] = &[
     Case {
         file: "metadata-item-no-name.yaml",
         with: &[],
-        line: Some(1),
+        line: Some(11),
         component: Some("nameless-item"),
         component_type: KAFKA,
         field: Some("spec.metadata[1]"),
@@ -765,4 +765,64 @@ fn kafka_defaults_for_an_output_binding() {
     assert!(!m.is_input(), "no topics: nothing to consume");
     assert_eq!(m.auth, Auth::None, "no authType, no authRequired: none");
     assert!(m.topics.is_empty());
+}
+
+#[test]
+fn errors_name_the_exact_line_in_flow_style_and_after_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "\u{feff}# a BOM, as some editors write\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: flow}\nspec:\n  type: bindings.kafka\n  metadata:\n  - {name: brokers, value: \"127.0.0.1:9092\"}\n  - {name: publishTopic, value: t}\n  - {name: initialOffset, value: sideways}\n  - name: sessionTimeout\n    value: forever\n";
+    std::fs::write(dir.path().join("flow.yaml"), text).unwrap();
+    let (_, errors) = load_and_plan(&[dir.path().to_path_buf()], APP_ID);
+    let at: Vec<_> = errors
+        .iter()
+        .map(|e| (e.field.clone().unwrap_or_default(), e.line))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("initialOffset".to_string(), Some(10)),
+            ("sessionTimeout".to_string(), Some(11)),
+        ],
+        "\n{}",
+        render(&errors)
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.component.as_deref() == Some("flow"))
+    );
+}
+
+#[test]
+fn every_metadata_item_a_binding_does_not_read_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("components");
+    std::fs::create_dir(&dir).unwrap();
+    // An error (no schedule) so that the sidecar exits at once, after warning.
+    let doc = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: tick\nspec:\n  type: bindings.cron\n  metadata:\n  - name: route\n    value: /tick\n  - {name: bogusField, value: x}\n  - name: ROUTE\n    value: /again\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: k\nspec:\n  type: bindings.kafka\n  metadata:\n  - name: brokers\n    value: 127.0.0.1:9092\n  - name: consumerID\n    value: dapr-knows-it\n  - name: saslPassword\n    value: unused-without-authType\n";
+    std::fs::write(dir.join("c.yaml"), doc).unwrap();
+    let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
+    let mut child = Proc(sidecar_command(&dir, &out, &err).spawn().unwrap());
+    let status = wait_for("the sidecar to exit", Duration::from_secs(60), || {
+        child.0.try_wait().unwrap()
+    });
+    let log = std::fs::read_to_string(&out).unwrap() + &std::fs::read_to_string(&err).unwrap();
+    assert_eq!(status.code(), Some(64), "{log}");
+    let warned = |field: &str, line: usize, why: &str| {
+        log.lines().any(|l| {
+            l.contains("metadata field ignored")
+                && l.contains(&format!("field={field}"))
+                && l.contains(&format!("line={line}"))
+                && l.contains(why)
+        })
+    };
+    assert!(warned("bogusField", 10, "does not read it"), "{log}");
+    assert!(warned("ROUTE", 11, "repeats a name"), "{log}");
+    assert!(
+        warned("saslPassword", 25, "unused with these settings"),
+        "{log}"
+    );
+    // Known to Dapr, no effect here: not a warning.
+    assert!(!log.contains("field=consumerID"), "{log}");
+    assert!(!log.contains("field=route "), "{log}");
 }

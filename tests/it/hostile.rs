@@ -253,6 +253,18 @@ async fn deeply_nested_json_is_400() {
             ),
             "metadata: 100k nested objects",
         ),
+        (
+            format!("{{\"operation\": \"create\", \"data\": 1, \"unknown\": {balanced}}}"),
+            "an unknown field of 100k nested arrays beside a valid envelope",
+        ),
+        (
+            format!(
+                "{{\"operation\": \"create\", \"data\": 1, \"x\": {}1{}}}",
+                "{\"a\":".repeat(deep),
+                "}".repeat(deep)
+            ),
+            "an unknown field of 100k nested objects",
+        ),
     ];
     for (body, what) in cases {
         let got = raw_http(port, request("POST", path, body.as_bytes())).await;
@@ -286,6 +298,12 @@ async fn odd_paths_get_clear_json_errors() {
         ("PUT", "/v1.0/metadata/%FE%FF", 400, "ERR_MALFORMED_REQUEST"),
         ("GET", "/v1.0/state/%FF", 400, "ERR_MALFORMED_REQUEST"),
         ("GET", "/v1.0/state/store/%80", 400, "ERR_MALFORMED_REQUEST"),
+        // Invalid percent-encoding: Go's net/http (daprd) answers 400 before routing.
+        ("POST", "/v1.0/bindings/%zz", 400, "ERR_MALFORMED_REQUEST"),
+        ("POST", "/v1.0/bindings/out1%", 400, "ERR_MALFORMED_REQUEST"),
+        ("POST", "/v1.0/bindings/o%4", 400, "ERR_MALFORMED_REQUEST"),
+        ("PUT", "/v1.0/metadata/%g0", 400, "ERR_MALFORMED_REQUEST"),
+        ("GET", "/v1.0/healthz%", 400, "ERR_MALFORMED_REQUEST"),
         // Names no component can have are unknown bindings: 500, as daprd answers.
         (
             "POST",
@@ -335,14 +353,15 @@ async fn odd_paths_get_clear_json_errors() {
     }
 
     // What hyper refuses before routing (no JSON from us there): a request line
-    // of 1 MiB, and raw bytes that are not allowed in a URL.
+    // of 2 MiB (past Go's 1 MB + 4 KiB of request line and headers), and raw
+    // bytes that are not allowed in a URL.
     // hyper may reset the connection before its answer is read: a refusal either way.
-    let huge = format!("/v1.0/bindings/{}", "n".repeat(1 << 20));
+    let huge = format!("/v1.0/bindings/{}", "n".repeat(2 << 20));
     let mut s = connect_and_send(port, &request("POST", &huge, body)).await;
     let raw = read_until_closed(&mut s, CLOSE_WITHIN).await;
     if !raw.is_empty() {
         let status = parse_response(&raw).0;
-        assert!((400..500).contains(&status), "a 1 MiB path: {status}");
+        assert!((400..500).contains(&status), "a 2 MiB path: {status}");
     }
     let raw =
         b"POST /v1.0/bindings/\xff\xfe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec();
@@ -887,4 +906,325 @@ async fn hostile_component_files_are_config_errors_not_hangs() {
         assert_eq!(e.exit_code(), 64, "{what}");
         assert!(e.to_string().contains(why), "{what}: {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_header_is_required_on_http11_as_go_requires_it() {
+    let sidecar = sidecar(|_| {}).await;
+    let port = sidecar.http_port();
+    let cases: [(&[u8], u16, &str); 4] = [
+        (
+            b"GET /v1.0/metadata HTTP/1.1\r\nconnection: close\r\n\r\n",
+            400,
+            "HTTP/1.1 without Host",
+        ),
+        (
+            b"GET /v1.0/metadata HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+            400,
+            "two Host headers",
+        ),
+        (
+            b"GET /v1.0/metadata HTTP/1.0\r\n\r\n",
+            200,
+            "HTTP/1.0 needs no Host",
+        ),
+        (
+            b"GET /v1.0/metadata HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+            200,
+            "HTTP/1.1 with Host",
+        ),
+    ];
+    for (raw, status, what) in cases {
+        let got = raw_http(port, raw.to_vec()).await;
+        if status == 400 {
+            assert_json_error(&got, 400, "ERR_MALFORMED_REQUEST", what);
+        } else {
+            assert_eq!(got.0, status, "{what}: {}", got.1);
+        }
+    }
+    assert_serves(port).await;
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_request_headers_are_served_up_to_gos_limit() {
+    let sidecar = sidecar(|_| {}).await;
+    let port = sidecar.http_port();
+    let with_headers = |n: usize, size: usize| {
+        let mut r =
+            "GET /v1.0/metadata HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n".to_string();
+        for i in 0..n {
+            r.push_str(&format!("x-h{i}: {}\r\n", "v".repeat(size)));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    };
+    // 120 headers, 7 KB (hyper's default refuses more than 100), then 1,000
+    // headers of 900 bytes: under Go's 1 MB, so daprd answers both.
+    for (n, size) in [(120, 50), (1000, 900)] {
+        let got = raw_http(port, with_headers(n, size)).await;
+        assert_eq!(got.0, 200, "{n} headers of {size} bytes: {}", got.1);
+    }
+    // Past 1 MB + 4 KiB: 431, as Go answers.
+    let mut s = connect_and_send(port, &with_headers(1200, 1000)).await;
+    let raw = read_until_closed(&mut s, CLOSE_WITHIN).await;
+    if !raw.is_empty() {
+        assert_eq!(parse_response(&raw).0, 431, "1.2 MB of headers");
+    }
+    assert_serves(port).await;
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_takes_large_call_metadata_and_refuses_other_content_types() {
+    let sidecar = sidecar(|_| {}).await;
+    // 256 pairs, 16 KB and more (tonic's default refuses 16 KiB with HTTP 431,
+    // which clients see as UNKNOWN); grpc-go takes 16 MiB.
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    for (pairs, size) in [(256, 64), (512, 1000)] {
+        let mut request = tonic::Request::new(pb::GetMetadataRequest {});
+        for i in 0..pairs {
+            request.metadata_mut().insert(
+                tonic::metadata::MetadataKey::from_bytes(format!("x-m{i}").as_bytes()).unwrap(),
+                "v".repeat(size).parse().unwrap(),
+            );
+        }
+        let got = client.get_metadata(request).await;
+        assert!(
+            got.is_ok(),
+            "{pairs} metadata pairs of {size} bytes: {got:?}"
+        );
+    }
+
+    // A gRPC frame under `content-type: application/json`: grpc-go answers 415.
+    let tcp = TcpStream::connect(("127.0.0.1", sidecar.grpc_port()))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for content_type in [Some("application/json"), Some("text/plain"), None] {
+        let mut request = http::Request::post(format!(
+            "http://127.0.0.1:{}/dapr.proto.runtime.v1.Dapr/GetMetadata",
+            sidecar.grpc_port()
+        ))
+        .header("te", "trailers");
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        send.ready().await.unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 415, "content-type {content_type:?}");
+        assert_eq!(
+            response
+                .headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap()),
+            Some("3"),
+            "INVALID_ARGUMENT, as grpc-go sends"
+        );
+    }
+    assert_serves(sidecar.http_port()).await;
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_calls_past_the_cap_get_429_and_resource_exhausted_at_once() {
+    let sidecar = sidecar(|c| c.max_output_calls_in_flight = 2).await;
+    let port = sidecar.http_port();
+    // Two calls whose bodies never come hold both slots (the slot is taken
+    // before the body is read, so the cap bounds the bodies held too).
+    let stalled = b"POST /v1.0/bindings/orders HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(connect_and_send(port, stalled).await);
+    }
+    // A call that needs a slot: to a binding that does not exist, answered 500
+    // at once when it gets one, 429 when it does not.
+    let probe = || async move {
+        raw_http(
+            port,
+            request("POST", "/v1.0/bindings/nope", br#"{"operation": "create"}"#),
+        )
+        .await
+    };
+    let refused = wait_until(
+        "the cap to be reached",
+        Duration::from_secs(30),
+        || async move {
+            let got = probe().await;
+            (got.0 == 429).then_some(got)
+        },
+    )
+    .await;
+    let body = assert_json_error(&refused, 429, "ERR_TOO_MANY_REQUESTS", "past the cap");
+    assert!(
+        body["message"].as_str().unwrap().contains("at most 2"),
+        "{body}"
+    );
+    // The same cap on gRPC.
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    let e = client
+        .invoke_binding(pb::InvokeBindingRequest {
+            name: "nope".into(),
+            operation: "create".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("too many output binding calls"),
+        "{e:?}"
+    );
+    // Other APIs are not capped.
+    assert_serves(port).await;
+
+    // Once the stalled callers hang up, their slots are free again.
+    drop(holders);
+    let got = wait_until(
+        "the slots to be released",
+        Duration::from_secs(30),
+        || async move {
+            let got = probe().await;
+            (got.0 != 429).then_some(got)
+        },
+    )
+    .await;
+    assert_json_error(&got, 500, "ERR_INVOKE_OUTPUT_BINDING", "after release");
+    let e = client
+        .invoke_binding(pb::InvokeBindingRequest {
+            name: "nope".into(),
+            operation: "create".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    sidecar.stop().await;
+}
+
+/// Starts a sidecar over `dir` on a task of its own (loading is synchronous,
+/// and a hang must not stop the timer) and returns its start-up error.
+async fn start_error(dir: &std::path::Path, what: &str) -> outrigger::RuntimeError {
+    let config = test_config(dir);
+    let loading = tokio::spawn(outrigger::Sidecar::start(config, CancellationToken::new()));
+    let started = tokio::time::timeout(Duration::from_secs(60), loading)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: loading did not finish within 60 s"))
+        .unwrap();
+    match started {
+        Ok(_) => panic!("{what}: the sidecar started"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_component_files_are_errors_naming_each_file() {
+    init_logs();
+    use std::os::unix::fs::symlink;
+    let good = kafka_component("good", "127.0.0.1:9092", &[("publishTopic", "t")]);
+    let dir = components_dir(&[good]);
+    let d = dir.path();
+    // A Kubernetes volume whose `..data` link broke: every file is a dangling link.
+    symlink(d.join("..data/gone.yaml"), d.join("dangling.yaml")).unwrap();
+    symlink(d.join("loop-b.yaml"), d.join("loop-a.yaml")).unwrap();
+    symlink(d.join("loop-a.yaml"), d.join("loop-b.yaml")).unwrap();
+    symlink("/dev/zero", d.join("zero.yaml")).unwrap();
+    let fifo = d.join("fifo.yml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    // A sub-folder is not a component file, whatever its name.
+    std::fs::create_dir(d.join("folder.yaml")).unwrap();
+
+    let (components, errors) = outrigger::config::load(&[d.to_path_buf()], "app");
+    assert_eq!(components.len(), 1, "the good file still loads: {errors:?}");
+    let expect = [
+        ("dangling.yaml", "symbolic link"),
+        ("fifo.yml", "a FIFO"),
+        ("loop-a.yaml", "symbolic link"),
+        ("loop-b.yaml", "symbolic link"),
+        ("zero.yaml", "a character device"),
+    ];
+    let named: Vec<_> = errors
+        .iter()
+        .map(|e| e.file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        named,
+        expect
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .collect::<Vec<_>>(),
+        "{errors:?}"
+    );
+    for ((_, why), e) in expect.iter().zip(&errors) {
+        assert!(e.message.contains(why), "{e}");
+    }
+
+    // The sidecar refuses to start (exit 64), and neither the FIFO nor
+    // /dev/zero holds it.
+    let e = start_error(d, "unreadable files").await;
+    assert_eq!(e.exit_code(), 64, "{e}");
+    for (file, _) in expect {
+        assert!(e.to_string().contains(file), "{file} not named: {e}");
+    }
+
+    // A resources path that is itself a dangling link, or a FIFO.
+    let other = tempfile::tempdir().unwrap();
+    let link = other.path().join("components");
+    symlink(other.path().join("..data"), &link).unwrap();
+    let e = start_error(&link, "a dangling resources path").await;
+    assert_eq!(e.exit_code(), 64, "{e}");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let e = start_error(&fifo, "a FIFO as the resources path").await;
+    assert_eq!(e.exit_code(), 64, "{e}");
+    assert!(e.to_string().contains("a FIFO"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_components_load_in_one_pass_and_broker_lists_are_bounded() {
+    init_logs();
+    // 10,000 metadata items (start-up used to be quadratic in them): each
+    // keeps its exact line.
+    let mut doc = kafka_component("big", "127.0.0.1:9092", &[("publishTopic", "t")]);
+    for i in 0..10_000 {
+        doc.push_str(&format!("  - {{name: extra{i}, value: v}}\n"));
+    }
+    let dir = components_dir(&[doc]);
+    let started = std::time::Instant::now();
+    let (components, errors) = outrigger::config::load(&[dir.path().to_path_buf()], "app");
+    eprintln!("10,000 metadata items loaded in {:?}", started.elapsed());
+    assert!(errors.is_empty(), "{errors:?}");
+    let text = std::fs::read_to_string(&components[0].file).unwrap();
+    let last_line = text
+        .lines()
+        .position(|l| l.contains("name: extra9999,"))
+        .unwrap()
+        + 1;
+    assert_eq!(
+        components[0].metadata.get_item("extra9999").unwrap().line,
+        Some(last_line)
+    );
+
+    // 10,000 brokers would make librdkafka start thousands of threads: refused.
+    let brokers: Vec<_> = (0..10_000)
+        .map(|i| format!("10.0.{}.{}:9092", i / 250, i % 250))
+        .collect();
+    let doc = kafka_component("many", &brokers.join(","), &[("publishTopic", "t")]);
+    let dir = components_dir(&[doc]);
+    let e = start_error(dir.path(), "10,000 brokers").await;
+    assert_eq!(e.exit_code(), 64, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("field \"brokers\""), "{text}");
+    assert!(text.contains("lists 10000 brokers; at most 100"), "{text}");
 }

@@ -179,23 +179,31 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// A copy of examples/bindings: the shipped template and apps, the component
-/// pointed at the test broker with a fresh topic and group. The component also
-/// reads the topic from the oldest offset: the producer starts at the same time
-/// as the consumer, whose first group join takes seconds.
+/// A copy of the quickstart as the repository lays it out: the shipped template
+/// and apps under examples/bindings, the sample component under components/,
+/// pointed at the test broker with a fresh topic and group and nothing else
+/// changed: it reads from the newest offset, and the template's `startAfter`
+/// must hold the producer back until the consumer has joined.
 fn quickstart_copy(broker: &Broker, topic: &str, app_port: u16) -> tempfile::TempDir {
-    let src = repo_root().join("examples/bindings");
+    let repo = repo_root();
+    let src = repo.join("examples/bindings");
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
+    let root = tmp.path().join("examples/bindings");
 
-    let component = std::fs::read_to_string(src.join("components/kafka_bindings.yaml")).unwrap();
+    let component = std::fs::read_to_string(repo.join("components/kafka_bindings.yaml")).unwrap();
     let component = component
         .replace("localhost:9092", &broker.addr())
         .replace("value: sample", &format!("value: {topic}"))
-        .replace("value: group1", &format!("value: {}", unique("group")))
-        + "  - name: initialOffset\n    value: oldest\n";
+        .replace("value: group1", &format!("value: {}", unique("group")));
     assert!(component.contains(&broker.addr()) && component.contains(topic));
-    write(&root.join("components/kafka_bindings.yaml"), &component);
+    assert!(
+        !component.contains("initialOffset"),
+        "the tutorial's component reads from the newest offset"
+    );
+    write(
+        &tmp.path().join("components/kafka_bindings.yaml"),
+        &component,
+    );
 
     for file in ["nodeapp/app.js", "nodeapp/package.json", "pythonapp/app.py"] {
         std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
@@ -225,6 +233,11 @@ fn quickstart_copy(broker: &Broker, topic: &str, app_port: u16) -> tempfile::Tem
     let env: serde_yaml::Mapping =
         serde_yaml::from_str("{ORDER_INTERVAL: '0.05', ORDER_COUNT: '20'}").unwrap();
     py["env"] = env.into();
+    assert_eq!(
+        py["startAfter"], "bindings-nodeapp",
+        "the producer waits for the consumer"
+    );
+    assert_eq!(template["common"]["resourcesPaths"][0], "../../components");
     write(
         &root.join("dapr.yaml"),
         &serde_yaml::to_string(&template).unwrap(),
@@ -240,9 +253,10 @@ fn quickstart_through_the_run_template() {
     let app_port = free_port();
     let dir = quickstart_copy(&broker, &topic, app_port);
 
+    let template = dir.path().join("examples/bindings");
     let mut run = Launcher::start(
-        &[OsString::from("-f"), dir.path().into()],
-        dir.path(),
+        &[OsString::from("-f"), template.clone().into()],
+        &template,
         &[("PATH", venv_path())],
     );
     let node = "== APP - bindings-nodeapp == ";
@@ -259,6 +273,15 @@ fn quickstart_through_the_run_template() {
     });
 
     let lines = run.lines();
+    let ready = lines
+        .iter()
+        .position(|l| l.contains("App bindings-nodeapp is ready"));
+    let producer = lines.iter().position(|l| l.starts_with(py));
+    assert!(
+        ready.is_some() && ready < producer,
+        "the producer started before the consumer was ready\n{}",
+        run.output()
+    );
     let orders: Vec<String> = lines
         .iter()
         .filter_map(|l| l.strip_prefix(node))

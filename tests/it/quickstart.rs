@@ -16,10 +16,8 @@ const ORDERS: usize = 100;
 
 /// The example component, pointed at `brokers`, `topic` and `group`.
 fn quickstart_component(brokers: &str, topic: &str, group: &str) -> String {
-    let original = std::fs::read_to_string(
-        repo_root().join("examples/bindings/components/kafka_bindings.yaml"),
-    )
-    .unwrap();
+    let original =
+        std::fs::read_to_string(repo_root().join("components/kafka_bindings.yaml")).unwrap();
     retarget_quickstart_component(&original, "localhost:9092", brokers, topic, group)
 }
 

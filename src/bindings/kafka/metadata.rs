@@ -19,6 +19,8 @@ const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: u32 = 64;
 /// Above this a partition would hold too many records in memory (twice this
 /// many: in flight plus waiting behind a busy key).
 const MAX_IN_FLIGHT_PER_PARTITION: u32 = 1024;
+/// Most seed brokers one component may list (librdkafka runs a thread for each).
+pub const MAX_BROKERS: usize = 100;
 
 /// Fields Dapr's Kafka binding knows that librdkafka does not need; accepted silently.
 const IGNORED: &[&str] = &[
@@ -31,52 +33,6 @@ const IGNORED: &[&str] = &[
     "clientConnectionKeepAliveInterval",
     "schemaCachingEnabled",
     "schemaLatestVersionCacheTTL",
-];
-
-/// Every field this binding reads.
-const KNOWN: &[&str] = &[
-    "brokers",
-    "topics",
-    "consumerGroup",
-    "publishTopic",
-    "authType",
-    "authRequired",
-    "saslUsername",
-    "saslPassword",
-    "saslMechanism",
-    "initialOffset",
-    "clientID",
-    "maxMessageBytes",
-    "consumeRetryEnabled",
-    "consumeRetryInterval",
-    "consumeRetryMaxInterval",
-    "heartbeatInterval",
-    "sessionTimeout",
-    "direction",
-    "route",
-    "disableTls",
-    "skipVerify",
-    "caCert",
-    "clientCert",
-    "clientKey",
-    "compression",
-    "consumerGroupRebalanceStrategy",
-    "escapeHeaders",
-    "excludeHeaderMetaRegex",
-    "deadLetterTopic",
-    "maxDeliveryAttempts",
-    "deliveryOrder",
-    "maxInFlightPerPartition",
-    "produceTimeout",
-    "producerLinger",
-    "oidcTokenEndpoint",
-    "oidcClientID",
-    "oidcClientSecret",
-    "oidcScopes",
-    "oidcExtensions",
-    "schemaRegistryURL",
-    "schemaRegistryAPIKey",
-    "schemaRegistryAPISecret",
 ];
 
 /// A secret value: never printed.
@@ -230,7 +186,19 @@ impl KafkaMetadata {
                     .join(",")
             })
             .unwrap_or_default();
-        for broker in brokers.split(',').filter(|b| !b.is_empty()) {
+        // librdkafka starts a thread per broker listed: bound what one component costs.
+        let listed = brokers.split(',').filter(|b| !b.is_empty()).count();
+        if listed > MAX_BROKERS {
+            r.error(
+                "brokers",
+                format!("lists {listed} brokers; at most {MAX_BROKERS} (a few seed brokers are enough: the client learns the rest)"),
+            );
+        }
+        for broker in brokers
+            .split(',')
+            .filter(|b| !b.is_empty())
+            .take(MAX_BROKERS)
+        {
             let host_port = broker.rsplit_once(':');
             if host_port.is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
                 r.error("brokers", format!("{broker:?} is not host:port"));
@@ -450,7 +418,7 @@ impl KafkaMetadata {
             dead_letter,
             delivery_order,
         };
-        warn_unknown(component);
+        reader.accept_unused(IGNORED);
         reader.finish(meta)
     }
 
@@ -763,13 +731,3 @@ fn pem_field(r: &mut FieldReader<'_>, field: &str, kind: &str) -> Option<String>
     Some(v.to_string())
 }
 
-fn warn_unknown(c: &Component) {
-    for name in c.metadata.names() {
-        let known = |list: &[&str]| list.iter().any(|k| k.eq_ignore_ascii_case(name));
-        if known(IGNORED) {
-            tracing::debug!(binding.name = %c.name, field = name, "metadata field has no effect with librdkafka");
-        } else if !known(KNOWN) {
-            tracing::warn!(binding.name = %c.name, file = %c.file.display(), field = name, "unknown metadata field ignored");
-        }
-    }
-}

@@ -8,9 +8,18 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
-use crate::Killed;
+use crate::sidecar::RunningSidecar;
+
+/// What one input run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRun {
+    pub rate: f64,
+    /// Sidecar CPU from ready until the last record was delivered.
+    pub cpu_s: f64,
+    pub rss_peak_kb: u64,
+}
 
 #[derive(Default)]
 struct Counter {
@@ -20,12 +29,13 @@ struct Counter {
 }
 
 impl Counter {
-    async fn hit(&self) {
-        let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-        if n == 1 {
-            *self.first.lock().await = Some(Instant::now());
+    fn hit(&self) {
+        let now = Instant::now();
+        if self.count.load(Ordering::Acquire) == 0 {
+            self.first.lock().unwrap().get_or_insert(now);
         }
-        *self.last.lock().await = Some(Instant::now());
+        *self.last.lock().unwrap() = Some(now);
+        self.count.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -45,19 +55,21 @@ impl AppCallback for GrpcApp {
         &self,
         _: tonic::Request<pb::BindingEventRequest>,
     ) -> Result<tonic::Response<pb::BindingEventResponse>, tonic::Status> {
-        self.0.hit().await;
+        self.0.hit();
         Ok(tonic::Response::new(pb::BindingEventResponse::default()))
     }
 }
 
-/// Starts an app, then a sidecar delivering `topic` to it; returns messages per second.
+/// Starts an app, then a sidecar delivering `topic` to it from the oldest
+/// offset in a new consumer group, until `n` records arrived.
 pub async fn measure_input(
     brokers: &str,
     topic: &str,
     n: usize,
     protocol: &str,
-    start_sidecar: impl FnOnce(&Path, u16) -> Killed,
-) -> f64 {
+    tag: &str,
+    start_sidecar: impl FnOnce(&Path, u16) -> RunningSidecar,
+) -> InputRun {
     let counter = Arc::new(Counter::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -77,7 +89,7 @@ pub async fn measure_input(
             post(move || {
                 let c = c.clone();
                 async move {
-                    c.hit().await;
+                    c.hit();
                     ""
                 }
             })
@@ -88,7 +100,7 @@ pub async fn measure_input(
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let group = format!("bench-{protocol}-{}", std::process::id());
+    let group = format!("bench-{tag}-{protocol}-{}", std::process::id());
     crate::component(
         dir.path(),
         "bench-in",
@@ -98,17 +110,26 @@ pub async fn measure_input(
             ("topics", topic),
             ("consumerGroup", &group),
             ("initialOffset", "oldest"),
+            ("direction", "input"),
         ],
     );
     let sidecar = start_sidecar(dir.path(), port);
+    let pid = sidecar.pid();
+    let cpu0 = crate::proc_stats::cpu_seconds(pid);
     let deadline = Instant::now() + Duration::from_secs(600);
     while counter.count.load(Ordering::Acquire) < n {
         assert!(Instant::now() < deadline, "input delivery did not finish");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let cpu_s = crate::proc_stats::cpu_seconds(pid) - cpu0;
+    let rss_peak_kb = crate::proc_stats::peak_rss_kb(pid);
     drop(sidecar);
     server.abort();
-    let first = counter.first.lock().await.unwrap();
-    let last = counter.last.lock().await.unwrap();
-    (n - 1) as f64 / (last - first).as_secs_f64()
+    let first = counter.first.lock().unwrap().unwrap();
+    let last = counter.last.lock().unwrap().unwrap();
+    InputRun {
+        rate: (n - 1) as f64 / (last - first).as_secs_f64(),
+        cpu_s,
+        rss_peak_kb,
+    }
 }

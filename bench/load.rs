@@ -1,22 +1,28 @@
-//! Load generators: direct rdkafka producer/consumer, gRPC and HTTP clients of the sidecar.
+//! Load generators: a direct rdkafka producer/consumer, and cheap clients of a
+//! sidecar's gRPC and HTTP APIs. The clients cost the generator as little CPU
+//! as they can, since on a small machine it competes with the sidecar for the
+//! same cores: requests are encoded once per run (a prebuilt gRPC frame or
+//! JSON body, shared by reference), gRPC callers share a few raw HTTP/2
+//! connections (hyper, no tonic channel or codec), and each HTTP caller owns
+//! one keep-alive HTTP/1.1 connection (no pool to lock).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, HOST, HeaderValue, TE};
+use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger::proto::runtime::v1::InvokeBindingRequest;
-use outrigger::proto::runtime::v1::dapr_client::DaprClient;
+use prost::Message;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::Mutex;
 
-use crate::RunningSidecar;
+use crate::sidecar::RunningSidecar;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Direct,
     Grpc,
@@ -24,11 +30,11 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn label(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
-            Transport::Direct => "direct rdkafka",
-            Transport::Grpc => "outrigger gRPC",
-            Transport::Http => "outrigger HTTP",
+            Transport::Direct => "direct",
+            Transport::Grpc => "gRPC",
+            Transport::Http => "HTTP",
         }
     }
 }
@@ -54,156 +60,260 @@ impl Stats {
     }
 }
 
-fn producer(brokers: &str) -> FutureProducer {
-    // The sidecar's own producer settings, so that the baseline is like for like.
+/// A producer with the sidecar's settings (acks=all), lingering `linger_ms`.
+fn producer(brokers: &str, linger_ms: u64) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", linger_ms.to_string())
         .set("message.timeout.ms", "10000")
         .create()
         .expect("producer")
 }
 
-enum Client_ {
-    Direct(FutureProducer, String),
-    Grpc(DaprClient<tonic::transport::Channel>),
-    Http(
-        Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-        String,
-    ),
+type Body = Full<Bytes>;
+
+/// One prebuilt request, cloned by reference count per call.
+#[derive(Clone)]
+struct Prebuilt {
+    uri: Uri,
+    content_type: HeaderValue,
+    host: HeaderValue,
+    body: Bytes,
 }
 
-async fn client(t: Transport, brokers: &str, topic: &str, sidecar: &RunningSidecar) -> Client_ {
-    match t {
-        Transport::Direct => Client_::Direct(producer(brokers), topic.to_string()),
-        Transport::Grpc => {
-            let channel = tonic::transport::Endpoint::from_shared(format!(
-                "http://127.0.0.1:{}",
-                sidecar.grpc
-            ))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect gRPC");
-            Client_::Grpc(DaprClient::new(channel).max_encoding_message_size(usize::MAX))
-        }
-        Transport::Http => {
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1024)
-                .build_http();
-            Client_::Http(
-                client,
-                format!("http://127.0.0.1:{}/v1.0/bindings/bench", sidecar.http),
-            )
-        }
+enum Conn {
+    Direct(FutureProducer, Arc<str>),
+    Grpc(hyper::client::conn::http2::SendRequest<Body>),
+    Http(hyper::client::conn::http1::SendRequest<Body>),
+}
+
+async fn tcp(port: u16) -> TokioIo<tokio::net::TcpStream> {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the sidecar");
+    s.set_nodelay(true).unwrap();
+    TokioIo::new(s)
+}
+
+async fn grpc_conn(port: u16) -> Conn {
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        // Large receive windows: no WINDOW_UPDATE round trips on the answers.
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake(tcp(port).await)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    Conn::Grpc(send)
+}
+
+async fn http_conn(port: u16) -> Conn {
+    let (send, conn) = hyper::client::conn::http1::handshake(tcp(port).await)
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    Conn::Http(send)
+}
+
+/// The gRPC message of an `InvokeBinding` call with `payload` bytes, framed
+/// (1 byte compression flag, 4 bytes length), as sent on the wire.
+pub fn grpc_frame(binding: &str, payload: usize) -> Bytes {
+    let req = InvokeBindingRequest {
+        name: binding.into(),
+        data: Bytes::from(vec![b'x'; payload]),
+        metadata: Default::default(),
+        operation: "create".into(),
+    };
+    let msg = req.encode_to_vec();
+    let mut b = BytesMut::with_capacity(5 + msg.len());
+    b.put_u8(0);
+    b.put_u32(msg.len() as u32);
+    b.put_slice(&msg);
+    b.freeze()
+}
+
+/// The JSON body of `POST /v1.0/bindings/{name}` producing a `payload`-byte
+/// message (the JSON string's quotes are part of the produced message).
+fn http_body(payload: usize) -> Bytes {
+    Bytes::from(format!(
+        "{{\"data\":\"{}\",\"operation\":\"create\"}}",
+        "x".repeat(payload.saturating_sub(2))
+    ))
+}
+
+fn prebuilt(t: Transport, sidecar: Option<&RunningSidecar>, payload: usize) -> Prebuilt {
+    let (uri, content_type, body) = match (t, sidecar) {
+        (Transport::Grpc, Some(s)) => (
+            format!(
+                "http://127.0.0.1:{}/dapr.proto.runtime.v1.Dapr/InvokeBinding",
+                s.grpc
+            ),
+            "application/grpc",
+            grpc_frame("bench", payload),
+        ),
+        (Transport::Http, Some(s)) => (
+            format!("http://127.0.0.1:{}/v1.0/bindings/bench", s.http),
+            "application/json",
+            http_body(payload),
+        ),
+        _ => (
+            "http://127.0.0.1/".into(),
+            "",
+            Bytes::from(vec![b'x'; payload]),
+        ),
+    };
+    let uri: Uri = uri.parse().unwrap();
+    // HTTP/1.1 sends the origin form (path only) with a Host header.
+    let uri = if t == Transport::Http {
+        uri.path().parse().unwrap()
+    } else {
+        uri
+    };
+    Prebuilt {
+        uri,
+        content_type: HeaderValue::from_static(content_type),
+        host: HeaderValue::from_static("127.0.0.1"),
+        body,
     }
 }
 
-/// The request body for `payload` bytes on the topic.
-fn bodies(t: Transport, payload: usize) -> Bytes {
-    match t {
-        // The JSON string's quotes are part of the produced message.
-        Transport::Http => Bytes::from(format!(
-            "{{\"data\":\"{}\",\"operation\":\"create\"}}",
-            "x".repeat(payload.saturating_sub(2))
-        )),
-        _ => Bytes::from(vec![b'x'; payload]),
-    }
-}
-
-async fn one(c: &Client_, body: &Bytes) {
+async fn one(c: &mut Conn, p: &Prebuilt) {
     match c {
-        Client_::Direct(p, topic) => {
-            p.send(
-                FutureRecord::<(), _>::to(topic).payload(&body[..]),
+        Conn::Direct(prod, topic) => {
+            prod.send(
+                FutureRecord::<(), _>::to(topic).payload(&p.body[..]),
                 Duration::from_secs(10),
             )
             .await
             .expect("direct produce");
         }
-        Client_::Grpc(client) => {
-            let req = InvokeBindingRequest {
-                name: "bench".into(),
-                data: body.clone(),
-                metadata: Default::default(),
-                operation: "create".into(),
-            };
-            client
-                .clone()
-                .invoke_binding(req)
-                .await
-                .expect("InvokeBinding");
+        Conn::Grpc(send) => {
+            let mut req = Request::new(Full::new(p.body.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = p.uri.clone();
+            let h = req.headers_mut();
+            h.insert(CONTENT_TYPE, p.content_type.clone());
+            h.insert(TE, HeaderValue::from_static("trailers"));
+            send.ready().await.expect("HTTP/2 connection");
+            let resp = send.send_request(req).await.expect("gRPC request");
+            assert_eq!(
+                resp.status(),
+                200,
+                "InvokeBinding answered {}",
+                resp.status()
+            );
+            let early = grpc_status(resp.headers());
+            let collected = resp.into_body().collect().await.expect("gRPC answer");
+            let status = collected
+                .trailers()
+                .and_then(grpc_status)
+                .or(early)
+                .unwrap_or_default();
+            assert_eq!(
+                status, "0",
+                "InvokeBinding failed with grpc-status {status}"
+            );
         }
-        Client_::Http(client, url) => {
-            let req = http::Request::post(url.as_str())
-                .body(Full::new(body.clone()))
-                .unwrap();
-            let resp = client.request(req).await.expect("POST");
+        Conn::Http(send) => {
+            let mut req = Request::new(Full::new(p.body.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = p.uri.clone();
+            let h = req.headers_mut();
+            h.insert(HOST, p.host.clone());
+            h.insert(CONTENT_TYPE, p.content_type.clone());
+            send.ready().await.expect("HTTP/1.1 connection");
+            let resp = send.send_request(req).await.expect("POST");
             assert!(
                 resp.status().is_success(),
                 "POST answered {}",
                 resp.status()
             );
-            let _ = resp.into_body().collect().await;
+            resp.into_body().collect().await.expect("POST answer");
         }
     }
 }
 
-/// HTTP/2 connections the gRPC callers share.
-const GRPC_CONNECTIONS: usize = 4;
+fn grpc_status(h: &http::HeaderMap) -> Option<String> {
+    h.get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// gRPC callers per HTTP/2 connection: apps multiplex calls on a channel.
+const CALLERS_PER_GRPC_CONNECTION: usize = 16;
 
 /// `concurrency` callers, each sending one request after the other, for `duration`.
+/// `sidecar` is None for the direct producer, which lingers `linger_ms`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     t: Transport,
     brokers: &str,
     topic: &str,
-    sidecar: &RunningSidecar,
+    sidecar: Option<&RunningSidecar>,
     payload: usize,
     concurrency: usize,
     duration: Duration,
+    linger_ms: u64,
 ) -> Stats {
-    // gRPC callers share a few HTTP/2 connections, as apps with several
-    // channels (or processes) would; HTTP callers get pooled connections.
-    let connections = if t == Transport::Grpc {
-        concurrency.clamp(1, GRPC_CONNECTIONS)
-    } else {
-        1
-    };
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(Arc::new(client(t, brokers, topic, sidecar).await));
-    }
-    let body = bodies(t, payload);
-    // Warm the path (connections, metadata) before timing.
-    for c in &clients {
-        for _ in 0..10 {
-            one(c, &body).await;
+    let p = Arc::new(prebuilt(t, sidecar, payload));
+    let mut conns = Vec::with_capacity(concurrency);
+    match t {
+        Transport::Direct => {
+            let prod = producer(brokers, linger_ms);
+            let topic: Arc<str> = topic.into();
+            for _ in 0..concurrency {
+                conns.push(Conn::Direct(prod.clone(), topic.clone()));
+            }
+        }
+        Transport::Grpc => {
+            let port = sidecar.unwrap().grpc;
+            let mut shared = Vec::new();
+            for _ in 0..concurrency.div_ceil(CALLERS_PER_GRPC_CONNECTION) {
+                if let Conn::Grpc(s) = grpc_conn(port).await {
+                    shared.push(s);
+                }
+            }
+            for i in 0..concurrency {
+                conns.push(Conn::Grpc(shared[i % shared.len()].clone()));
+            }
+        }
+        Transport::Http => {
+            for _ in 0..concurrency {
+                conns.push(http_conn(sidecar.unwrap().http).await);
+            }
         }
     }
-    let all = Arc::new(Mutex::new(Vec::new()));
+    // Warm every connection (and the producer's metadata) before timing.
+    for c in conns.iter_mut() {
+        for _ in 0..3 {
+            one(c, &p).await;
+        }
+    }
     let started = Instant::now();
     let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for i in 0..concurrency {
-        let (c, body, all) = (clients[i % connections].clone(), body.clone(), all.clone());
+    let mut tasks = Vec::with_capacity(concurrency);
+    for mut c in conns {
+        let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(4096);
-            while Instant::now() < deadline {
+            let mut mine = Vec::with_capacity(1 << 14);
+            loop {
                 let t0 = Instant::now();
-                one(&c, &body).await;
+                if t0 >= deadline {
+                    break;
+                }
+                one(&mut c, &p).await;
                 mine.push(t0.elapsed());
             }
-            all.lock().await.extend(mine);
+            mine
         }));
     }
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await.unwrap();
+        latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let mut latencies = std::mem::take(&mut *all.lock().await);
-    latencies.sort();
+    latencies.sort_unstable();
     Stats {
         count: latencies.len() as u64,
         elapsed,
@@ -211,17 +321,18 @@ pub async fn run(
     }
 }
 
-pub async fn warm_up(sidecar: &RunningSidecar, _binding: &str) {
-    let c = client(Transport::Grpc, "", "", sidecar).await;
-    let body = Bytes::from_static(b"warm-up");
+/// A few calls through a fresh sidecar, so that its producer is connected.
+pub async fn warm_up(sidecar: &RunningSidecar) {
+    let p = prebuilt(Transport::Grpc, Some(sidecar), 7);
+    let mut c = grpc_conn(sidecar.grpc).await;
     for _ in 0..20 {
-        one(&c, &body).await;
+        one(&mut c, &p).await;
     }
 }
 
 /// Writes `n` records of `size` bytes, many in flight at once.
 pub async fn prefill(brokers: &str, topic: &str, n: usize, size: usize) {
-    let p = producer(brokers);
+    let p = producer(brokers, 5);
     let body = vec![b'x'; size];
     let mut pending = futures::stream::FuturesUnordered::new();
     use futures::StreamExt;

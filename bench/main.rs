@@ -1,37 +1,73 @@
-//! outrigger-bench: measures outrigger (release build, a separate process)
-//! against a direct rdkafka client in the same run, on the same broker:
-//! output throughput and latency (gRPC, HTTP, direct producer), input delivery
-//! rate (gRPC app, HTTP app, direct consumer), and footprint (RSS, CPU per
-//! message, start-to-ready time, binary size). Prints Markdown tables.
+//! outrigger-bench: measures outrigger (release build, a separate process),
+//! Dapr's daprd (when its binary is there) and a direct rdkafka client in the
+//! same run, on the same Apache Kafka broker, driven by the same load
+//! generator: output throughput and latency over gRPC and HTTP, input delivery
+//! to a gRPC and an HTTP app, and each sidecar's footprint (CPU per message,
+//! RSS, start to ready, binary size). Prints Markdown tables, the
+//! `## Side by side` table among them; `--json PATH` also writes the figures
+//! for `scripts/bench-chart.py`.
 //!
-//! Run with `scripts/bench.sh` (builds in release mode, starts its own broker).
+//! Run with `scripts/bench.sh` (release build; starts its own broker).
 
 mod apps;
+mod broker;
+mod h2load;
 mod load;
 mod proc_stats;
+mod report;
+mod sidecar;
 mod soak;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
-use load::{Stats, Transport};
+use load::Transport;
+use report::{InRow, OutRow, Report, SidecarFootprint};
+use sidecar::{Binaries, Contender, RunningSidecar};
 
 #[derive(Debug, Clone)]
-struct Options {
-    duration: Duration,
-    concurrency: Vec<usize>,
-    payloads: Vec<usize>,
-    input_messages: usize,
-    partitions: i32,
-    starts: usize,
-    soak_messages: usize,
-    transports: Vec<Transport>,
+pub struct Options {
+    pub duration: Duration,
+    pub concurrency: Vec<usize>,
+    pub payloads: Vec<usize>,
+    pub input_messages: usize,
+    pub partitions: i32,
+    pub starts: usize,
+    pub soak_messages: usize,
+    pub transports: Vec<Transport>,
+    pub brokers: Option<String>,
+    pub kafka_dir: Option<PathBuf>,
+    pub daprd: Option<PathBuf>,
+    pub no_daprd: bool,
+    pub json: Option<PathBuf>,
+    pub h2load: bool,
+    /// `producerLinger` for outrigger's output component and `linger.ms` of
+    /// the direct producer; None: outrigger's default (1 ms) for both.
+    pub linger_ms: Option<u64>,
+    /// Worker threads of the load generator's runtime (callers and apps).
+    pub generator_threads: usize,
 }
+
+const HELP: &str =
+    "outrigger-bench [--quick] [--duration SECS] [--concurrency 1,16,64] [--payloads 100,10240]
+    [--input-messages N] [--partitions N] [--starts N] [--transports grpc,http]
+    [--brokers HOST:PORT | --kafka-dir DIR] [--daprd PATH | --no-daprd] [--no-h2load]
+    [--linger MS] [--generator-threads N] [--json PATH] [--soak MESSAGES]
+
+Broker: --brokers, else the running broker of --kafka-dir DIR (env OUTRIGGER_KAFKA_DIR;
+a directory of scripts/kafka.sh), else one started for the run with scripts/kafka.sh.
+daprd: --daprd PATH (env OUTRIGGER_DAPRD), else .tools/bin/daprd if present.
+h2load (nghttp2-client), when on PATH, cross-checks gRPC and HTTP at the highest concurrency.
+--linger MS: outrigger's producerLinger and the direct producer's linger.ms (default: outrigger's
+default, 1 ms, for both; daprd's producer, sarama, has no linger: it sends at once).
+--generator-threads N: tokio worker threads running the callers and the apps (default 1: on a
+small machine the generator competes with the sidecar for cores; one thread spares it the
+cross-thread wake-ups and lock contention of sharing HTTP/2 connections between threads).";
 
 fn parse_args() -> Options {
     let mut o = Options {
@@ -43,6 +79,14 @@ fn parse_args() -> Options {
         starts: 20,
         soak_messages: 0,
         transports: vec![Transport::Grpc, Transport::Http],
+        brokers: std::env::var("OUTRIGGER_BENCH_BROKERS").ok(),
+        kafka_dir: std::env::var_os("OUTRIGGER_KAFKA_DIR").map(PathBuf::from),
+        daprd: std::env::var_os("OUTRIGGER_DAPRD").map(PathBuf::from),
+        no_daprd: false,
+        json: None,
+        h2load: true,
+        linger_ms: None,
+        generator_threads: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -53,23 +97,50 @@ fn parse_args() -> Options {
     };
     while i < args.len() {
         let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
+        let flag = |o: &mut Options| match args[i].as_str() {
             "--quick" => {
                 o.duration = Duration::from_millis(500);
                 o.concurrency = vec![1, 16];
                 o.payloads = vec![100];
                 o.input_messages = 2_000;
                 o.starts = 3;
-                i += 1;
-                continue;
+                o.h2load = false;
+                true
             }
+            "--no-daprd" => {
+                o.no_daprd = true;
+                true
+            }
+            "--no-h2load" => {
+                o.h2load = false;
+                true
+            }
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => false,
+        };
+        if flag(&mut o) {
+            i += 1;
+            continue;
+        }
+        match args[i].as_str() {
             "--duration" => o.duration = Duration::from_secs_f64(value.parse().expect("seconds")),
             "--concurrency" => o.concurrency = list(&value),
             "--payloads" => o.payloads = list(&value),
             "--input-messages" => o.input_messages = value.parse().expect("a number"),
             "--partitions" => o.partitions = value.parse().expect("a number"),
-            "--starts" => o.starts = value.parse().expect("a number"),
+            "--starts" => o.starts = value.parse::<usize>().expect("a number").max(1),
             "--soak" => o.soak_messages = value.parse().expect("a number"),
+            "--brokers" => o.brokers = Some(value),
+            "--kafka-dir" => o.kafka_dir = Some(PathBuf::from(value)),
+            "--daprd" => o.daprd = Some(PathBuf::from(value)),
+            "--json" => o.json = Some(PathBuf::from(value)),
+            "--linger" => o.linger_ms = Some(value.parse().expect("milliseconds")),
+            "--generator-threads" => {
+                o.generator_threads = value.parse::<usize>().expect("a number").max(1)
+            }
             "--transports" => {
                 o.transports = value
                     .split(',')
@@ -80,71 +151,15 @@ fn parse_args() -> Options {
                     })
                     .collect()
             }
-            "-h" | "--help" => {
-                println!(
-                    "outrigger-bench [--quick] [--duration SECS] [--concurrency 1,16,64] [--payloads 100,10240]\n\
-                     \t[--input-messages N] [--partitions N] [--starts N] [--transports grpc,http] [--soak MESSAGES]"
-                );
-                std::process::exit(0);
-            }
-            other => panic!("unknown argument {other}"),
+            other => panic!("unknown argument {other}\n{HELP}"),
         }
         i += 2;
     }
     o
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_broker() -> (Killed, String) {
-    let tansu = std::env::var_os("OUTRIGGER_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools/bin/tansu"));
-    assert!(
-        tansu.exists(),
-        "tansu not found at {}: run scripts/test-deps.sh",
-        tansu.display()
-    );
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (Killed(child), format!("127.0.0.1:{port}"))
 }
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
@@ -153,15 +168,21 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         .create()
         .unwrap();
     let t = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    admin
+    let res = admin
         .create_topics(&t, &AdminOptions::new())
         .await
         .expect("create topic");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
 }
 
+/// One `bindings.kafka` component, the same file for both sidecars
+/// (`authType: none` is what daprd needs for a plaintext broker; both use
+/// acks=all: outrigger always, daprd by its default `producerRequiredAcks: all`).
 fn component(dir: &Path, name: &str, brokers: &str, topic: &str, extra: &[(&str, &str)]) {
     let mut items = format!(
-        "  - name: brokers\n    value: \"{brokers}\"\n  - name: publishTopic\n    value: \"{topic}\"\n"
+        "  - name: brokers\n    value: \"{brokers}\"\n  - name: publishTopic\n    value: \"{topic}\"\n  - name: authType\n    value: \"none\"\n"
     );
     for (k, v) in extra {
         items.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
@@ -184,253 +205,27 @@ fn outrigger_bin() -> PathBuf {
     bin
 }
 
-struct RunningSidecar {
-    child: Killed,
-    http: u16,
-    grpc: u16,
-    ready_after: Duration,
-}
-
-fn start_sidecar(resources: &Path, app: Option<(u16, &str)>) -> RunningSidecar {
-    let (http, grpc) = (free_port(), free_port());
-    let mut cmd = Command::new(outrigger_bin());
-    cmd.args(["sidecar", "--app-id", "bench", "--log-level", "warn"])
-        .args([
-            "--dapr-http-port",
-            &http.to_string(),
-            "--dapr-grpc-port",
-            &grpc.to_string(),
-        ])
-        .args(["--dapr-listen-addresses", "127.0.0.1"])
-        .arg("--resources-path")
-        .arg(resources)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some((port, protocol)) = app {
-        cmd.args(["--app-port", &port.to_string(), "--app-protocol", protocol]);
+fn daprd_bin(o: &Options) -> Result<PathBuf, String> {
+    if o.no_daprd {
+        return Err("--no-daprd".into());
     }
-    let started = Instant::now();
-    let child = Killed(cmd.spawn().expect("start outrigger"));
-    let ready_after = wait_healthz(http, started);
-    RunningSidecar {
-        child,
-        http,
-        grpc,
-        ready_after,
-    }
-}
-
-/// Polls /v1.0/healthz until 204; returns the time since `started`.
-fn wait_healthz(port: u16, started: Instant) -> Duration {
-    use std::io::{Read, Write};
-    let deadline = started + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ =
-                s.write_all(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut buf = [0u8; 32];
-            if let Ok(n) = s.read(&mut buf) {
-                if buf[..n].starts_with(b"HTTP/1.1 204") {
-                    return started.elapsed();
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "sidecar not ready within 30 s");
-        std::thread::sleep(Duration::from_micros(200));
+    let p = o
+        .daprd
+        .clone()
+        .unwrap_or_else(|| repo_root().join(".tools/bin/daprd"));
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "no daprd binary at {} (scripts/daprd.sh builds it)",
+            p.display()
+        ))
     }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
-#[tokio::main]
-async fn main() {
-    let o = parse_args();
-    let (_broker, brokers) = start_broker();
-    let dir = tempfile::tempdir().unwrap();
-    let run_id = std::process::id();
-    if o.soak_messages > 0 {
-        let topic = format!("soak-{run_id}");
-        create_topic(&brokers, &topic, o.partitions).await;
-        println!("# outrigger soak\n");
-        println!(
-            "- date: {}",
-            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-        );
-        println!("- machine: {} cores, {}", num_cpus(), cpu_model());
-        println!(
-            "- broker: tansu (memory storage) on loopback, topic with {} partitions",
-            o.partitions
-        );
-        soak::run(&brokers, &topic, o.soak_messages, 16, |resources, port| {
-            start_sidecar(resources, Some((port, "grpc")))
-        })
-        .await;
-        return;
-    }
-    let out_topic = format!("bench-out-{run_id}");
-    create_topic(&brokers, &out_topic, o.partitions).await;
-    component(
-        dir.path(),
-        "bench",
-        &brokers,
-        &out_topic,
-        &[("direction", "output")],
-    );
-
-    println!("# outrigger-bench\n");
-    println!(
-        "- date: {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!("- machine: {} cores, {}", num_cpus(), cpu_model());
-    println!(
-        "- broker: tansu (memory storage) on loopback, topic with {} partitions",
-        o.partitions
-    );
-    println!("- options: {o:?}\n");
-
-    // Start to ready, over several cold starts of the release binary.
-    let mut starts = Vec::new();
-    for _ in 0..o.starts {
-        let s = start_sidecar(dir.path(), None);
-        starts.push(s.ready_after);
-    }
-    let bin_size = std::fs::metadata(outrigger_bin())
-        .map(|m| m.len())
-        .unwrap_or(0);
-
-    let sidecar = start_sidecar(dir.path(), None);
-    let pid = sidecar.child.0.id();
-    // Let the producer connect before the idle reading.
-    load::warm_up(&sidecar, "bench").await;
-    let rss_idle = proc_stats::rss_kb(pid);
-
-    println!("## Output: InvokeBinding / POST /v1.0/bindings vs direct rdkafka producer\n");
-    println!(
-        "acks=all on all three; `ratio` = msgs/s of the row over direct at the same concurrency and payload.\n"
-    );
-    println!(
-        "| transport | payload | concurrency | msgs/s | ratio | p50 ms | p99 ms | p999 ms | added p50 ms | added p99 ms |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    let cpu_before = proc_stats::cpu_seconds(pid);
-    let mut sidecar_msgs = 0u64;
-    let mut summary: Vec<(Transport, usize, usize, Stats, Stats)> = Vec::new();
-    for &payload in &o.payloads {
-        for &c in &o.concurrency {
-            let direct = load::run(
-                Transport::Direct,
-                &brokers,
-                &out_topic,
-                &sidecar,
-                payload,
-                c,
-                o.duration,
-            )
-            .await;
-            print_row(Transport::Direct, payload, c, &direct, &direct);
-            for &t in &o.transports {
-                let s = load::run(t, &brokers, &out_topic, &sidecar, payload, c, o.duration).await;
-                sidecar_msgs += s.count;
-                print_row(t, payload, c, &s, &direct);
-                summary.push((t, payload, c, s, direct.clone()));
-            }
-        }
-    }
-    let cpu_used = proc_stats::cpu_seconds(pid) - cpu_before;
-    let rss_peak = proc_stats::peak_rss_kb(pid);
-    drop(sidecar);
-
-    println!("\n## Input: delivery rate to an app vs direct rdkafka consumer\n");
-    let in_topic = format!("bench-in-{run_id}");
-    create_topic(&brokers, &in_topic, o.partitions).await;
-    load::prefill(&brokers, &in_topic, o.input_messages, 100).await;
-    println!(
-        "{} messages of 100 B on {} partitions, read from the oldest offset.\n",
-        o.input_messages, o.partitions
-    );
-    println!("| reader | msgs/s | ratio |");
-    println!("|---|---|---|");
-    let direct_in = load::direct_consume(&brokers, &in_topic, o.input_messages).await;
-    println!("| direct rdkafka consumer | {:.0} | 1.00 |", direct_in);
-    for protocol in ["grpc", "http"] {
-        let rate = apps::measure_input(
-            &brokers,
-            &in_topic,
-            o.input_messages,
-            protocol,
-            |resources, port| start_sidecar(resources, Some((port, protocol))).child,
-        )
-        .await;
-        println!(
-            "| outrigger → {protocol} app | {rate:.0} | {:.2} |",
-            rate / direct_in
-        );
-    }
-
-    println!("\n## Footprint\n");
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| release binary size | {:.1} MB |", bin_size as f64 / 1e6);
-    println!(
-        "| start to /v1.0/healthz = 204 (median of {}) | {} ms |",
-        starts.len(),
-        ms(median(starts.clone()))
-    );
-    println!(
-        "| RSS idle (producer connected) | {:.1} MB |",
-        rss_idle as f64 / 1024.0
-    );
-    println!(
-        "| RSS peak during the output runs | {:.1} MB |",
-        rss_peak as f64 / 1024.0
-    );
-    if sidecar_msgs > 0 {
-        println!(
-            "| sidecar CPU per 100k output messages (all output rows) | {:.2} s |",
-            cpu_used / sidecar_msgs as f64 * 100_000.0
-        );
-    }
-
-    println!("\n## Targets (ratios from this run)\n");
-    for (t, payload, c, s, d) in &summary {
-        if *c == 64 && *payload == o.payloads[0] {
-            let target = if *t == Transport::Grpc { 0.8 } else { 0.6 };
-            let ratio = s.rate() / d.rate();
-            println!(
-                "- {t:?} at concurrency 64, {payload} B: {ratio:.2}× direct (target ≥ {target}) {}",
-                verdict(ratio >= target)
-            );
-        }
-        if *c == 1 && *payload == o.payloads[0] {
-            let p50 = s.p(0.5).saturating_sub(d.p(0.5));
-            let p99 = s.p(0.99).saturating_sub(d.p(0.99));
-            println!(
-                "- {t:?} at concurrency 1: added p50 {} ms (target ≤ 0.3) {}, added p99 {} ms (target ≤ 1) {}",
-                ms(p50),
-                verdict(p50 <= Duration::from_micros(300)),
-                ms(p99),
-                verdict(p99 <= Duration::from_millis(1))
-            );
-        }
-    }
-    let idle_mb = rss_idle as f64 / 1024.0;
-    println!(
-        "- idle RSS {idle_mb:.1} MB (target ≤ 15) {}",
-        verdict(idle_mb <= 15.0)
-    );
-    let start_ms = median(starts).as_secs_f64() * 1000.0;
-    println!(
-        "- start to ready {start_ms:.1} ms (target ≤ 50) {}",
-        verdict(start_ms <= 50.0)
-    );
 }
 
 /// Accepted connections with TCP_NODELAY, as a real app server would set.
@@ -444,32 +239,6 @@ pub fn nodelay_incoming(
         }
         s
     })
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "**missed**" }
-}
-
-fn print_row(t: Transport, payload: usize, c: usize, s: &Stats, direct: &Stats) {
-    let added = |q: f64| {
-        if t == Transport::Direct {
-            "-".to_string()
-        } else {
-            ms(s.p(q).saturating_sub(direct.p(q)))
-        }
-    };
-    println!(
-        "| {} | {} B | {c} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
-        t.label(),
-        payload,
-        s.rate(),
-        s.rate() / direct.rate(),
-        ms(s.p(0.5)),
-        ms(s.p(0.99)),
-        ms(s.p(0.999)),
-        added(0.5),
-        added(0.99)
-    );
 }
 
 fn num_cpus() -> usize {
@@ -487,4 +256,237 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let o = parse_args();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.generator_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run(o));
+}
+
+async fn run(o: Options) {
+    let broker = broker::Broker::acquire(
+        o.brokers.clone(),
+        o.kafka_dir.clone(),
+        &repo_root().join("scripts/kafka.sh"),
+    );
+    let brokers = broker.addr.clone();
+    let logs = tempfile::Builder::new()
+        .prefix("outrigger-bench-logs")
+        .tempdir()
+        .unwrap();
+    let daprd = daprd_bin(&o);
+    let bins = Binaries {
+        outrigger: outrigger_bin(),
+        daprd: daprd.as_ref().ok().cloned(),
+        logs: logs.path().to_path_buf(),
+    };
+    let mut contenders = vec![Contender::Outrigger];
+    if bins.daprd.is_some() {
+        contenders.push(Contender::Daprd);
+    }
+    let mut r = Report::new(&o, &broker, &bins, num_cpus(), cpu_model());
+    r.print_header(&daprd);
+    let run_id = std::process::id();
+
+    if o.soak_messages > 0 {
+        let topic = format!("soak-{run_id}");
+        create_topic(&brokers, &topic, o.partitions).await;
+        soak::run(&brokers, &topic, o.soak_messages, 16, |resources, port| {
+            sidecar::start(&bins, Contender::Outrigger, resources, Some((port, "grpc")))
+        })
+        .await;
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_topic = format!("bench-out-{run_id}");
+    create_topic(&brokers, &out_topic, o.partitions).await;
+    let linger = o.linger_ms.map(|ms| format!("{ms}ms"));
+    let mut out_meta = vec![("direction", "output")];
+    if let Some(l) = &linger {
+        // An outrigger field; daprd ignores it (sarama has no linger).
+        out_meta.push(("producerLinger", l.as_str()));
+    }
+    component(dir.path(), "bench", &brokers, &out_topic, &out_meta);
+
+    // Start to ready, over several cold starts of each binary, one after the other.
+    let mut foot: HashMap<Contender, SidecarFootprint> = HashMap::new();
+    for &c in &contenders {
+        let mut starts = Vec::new();
+        for _ in 0..o.starts {
+            let s = sidecar::start(&bins, c, dir.path(), None);
+            starts.push(s.ready_after);
+        }
+        let f = foot.entry(c).or_default();
+        f.binary_bytes = std::fs::metadata(bins.path(c))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        f.starts = starts.len();
+        f.start_ms = median(starts).as_secs_f64() * 1000.0;
+    }
+
+    // Both output sidecars run through the whole output phase; rows alternate
+    // between them, so that a change in the machine's load hits both alike.
+    let mut running: Vec<(Contender, RunningSidecar)> = Vec::new();
+    for &c in &contenders {
+        let s = sidecar::start(&bins, c, dir.path(), None);
+        load::warm_up(&s).await;
+        running.push((c, s));
+    }
+    // Idle: connected to the broker, a few calls served, nothing in flight.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (c, s) in &running {
+        foot.get_mut(c).unwrap().rss_idle_kb = proc_stats::rss_kb(s.pid());
+    }
+
+    // The direct producer lingers as outrigger's does (its baseline); with
+    // daprd, a second one sends at once as daprd's producer (sarama) does.
+    let out_linger = o.linger_ms.unwrap_or(1);
+    let mut lingers = vec![out_linger];
+    if bins.daprd.is_some() && out_linger != 0 {
+        lingers.push(0);
+    }
+    r.print_output_header(out_linger, bins.daprd.is_some());
+    let broker_cpu = || broker.pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
+    for &payload in &o.payloads {
+        for &conc in &o.concurrency {
+            let mut directs = HashMap::new();
+            for &linger in &lingers {
+                let (g0, b0) = (proc_stats::self_cpu_seconds(), broker_cpu());
+                let direct = load::run(
+                    Transport::Direct,
+                    &brokers,
+                    &out_topic,
+                    None,
+                    payload,
+                    conc,
+                    o.duration,
+                    linger,
+                )
+                .await;
+                let (g1, b1) = (proc_stats::self_cpu_seconds(), broker_cpu());
+                let mut d = OutRow::new(None, Transport::Direct, payload, conc, &direct, &direct)
+                    .with_cpu(None, g1 - g0, b1 - b0);
+                d.linger_ms = Some(linger);
+                r.push_output(d);
+                directs.insert(linger, direct);
+            }
+            for (c, s) in &running {
+                let base = match c {
+                    Contender::Daprd => &directs[lingers.last().unwrap()],
+                    Contender::Outrigger => &directs[&out_linger],
+                };
+                for &t in &o.transports {
+                    let pid = s.pid();
+                    let (s0, g0, b0) = (
+                        proc_stats::cpu_seconds(pid),
+                        proc_stats::self_cpu_seconds(),
+                        broker_cpu(),
+                    );
+                    let stats = load::run(
+                        t,
+                        &brokers,
+                        &out_topic,
+                        Some(s),
+                        payload,
+                        conc,
+                        o.duration,
+                        0,
+                    )
+                    .await;
+                    let (s1, g1, b1) = (
+                        proc_stats::cpu_seconds(pid),
+                        proc_stats::self_cpu_seconds(),
+                        broker_cpu(),
+                    );
+                    let row = OutRow::new(Some(*c), t, payload, conc, &stats, base).with_cpu(
+                        Some(s1 - s0),
+                        g1 - g0,
+                        b1 - b0,
+                    );
+                    r.push_output(row);
+                }
+            }
+        }
+    }
+    // The independent load tool, at the highest concurrency and smallest payload.
+    if o.h2load {
+        match h2load::find() {
+            Some(tool) => {
+                r.print_h2load_header(&tool);
+                let conc = *o.concurrency.iter().max().unwrap();
+                let payload = o.payloads[0];
+                for (c, s) in &running {
+                    for &t in &o.transports {
+                        let pid = s.pid();
+                        let s0 = proc_stats::cpu_seconds(pid);
+                        let res = h2load::run(&tool, t, s, payload, conc, o.duration, logs.path());
+                        let cpu = proc_stats::cpu_seconds(pid) - s0;
+                        r.push_h2load(*c, t, payload, conc, res, cpu);
+                    }
+                }
+            }
+            None => println!(
+                "\nh2load (nghttp2-client) not found: no cross-check with an independent load tool.\n"
+            ),
+        }
+    }
+    for (c, s) in &running {
+        foot.get_mut(c).unwrap().rss_peak_kb = proc_stats::peak_rss_kb(s.pid());
+    }
+    drop(running);
+
+    let in_topic = format!("bench-in-{run_id}");
+    create_topic(&brokers, &in_topic, o.partitions).await;
+    load::prefill(&brokers, &in_topic, o.input_messages, 100).await;
+    r.print_input_header();
+    let direct_in = load::direct_consume(&brokers, &in_topic, o.input_messages).await;
+    r.push_input(InRow {
+        contender: None,
+        app: "",
+        rate: direct_in,
+        direct: direct_in,
+        cpu_s: None,
+        rss_peak_kb: None,
+        messages: o.input_messages,
+    });
+    for &c in &contenders {
+        for protocol in ["grpc", "http"] {
+            let run = apps::measure_input(
+                &brokers,
+                &in_topic,
+                o.input_messages,
+                protocol,
+                c.name(),
+                |resources, port| sidecar::start(&bins, c, resources, Some((port, protocol))),
+            )
+            .await;
+            let f = foot.get_mut(&c).unwrap();
+            f.rss_peak_input_kb = f.rss_peak_input_kb.max(run.rss_peak_kb);
+            r.push_input(InRow {
+                contender: Some(c),
+                app: protocol,
+                rate: run.rate,
+                direct: direct_in,
+                cpu_s: Some(run.cpu_s),
+                rss_peak_kb: Some(run.rss_peak_kb),
+                messages: o.input_messages,
+            });
+        }
+    }
+
+    r.set_footprint(foot);
+    r.print_footprint();
+    r.print_side_by_side(&daprd);
+    r.print_targets();
+    println!("\n- load average at the end: {}", proc_stats::loadavg());
+    if let Some(path) = &o.json {
+        r.write_json(path);
+        println!("- figures written to {}", path.display());
+    }
 }

@@ -51,7 +51,7 @@ pub async fn run(
     topic: &str,
     n: usize,
     concurrency: usize,
-    start_sidecar: impl FnOnce(&Path, u16) -> crate::RunningSidecar,
+    start_sidecar: impl FnOnce(&Path, u16) -> crate::sidecar::RunningSidecar,
 ) {
     let seen = Arc::new(Seen {
         counts: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -81,7 +81,7 @@ pub async fn run(
         ],
     );
     let sidecar = start_sidecar(dir.path(), port);
-    let pid = sidecar.child.0.id();
+    let pid = sidecar.pid();
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", sidecar.grpc))
             .unwrap()

@@ -1,9 +1,41 @@
 #!/usr/bin/env bash
-# Benchmarks outrigger (release build) against direct rdkafka on a local tansu broker.
-# Usage: scripts/bench.sh [--quick] [--duration SECS] [--soak MESSAGES] ...  (see --help)
+# Benchmarks outrigger (release build) side by side with daprd and a direct
+# rdkafka client, on a real Apache Kafka broker that the run starts itself
+# (scripts/kafka.sh). Builds what it needs: the release binaries, the broker
+# jars, and daprd (scripts/daprd.sh, cached per version) unless --quick or
+# --no-daprd. Every other argument goes to outrigger-bench (see --help).
+#
+# Usage: scripts/bench.sh [--chart] [--quick] [--json PATH] [--duration SECS] ...
+#   --chart   also draw bench/side-by-side.svg from this run (scripts/bench-chart.py)
+# Without --json the figures go to target/bench/bench-<UTC time>.json.
+# Env: OUTRIGGER_BENCH_BIN: an outrigger-bench binary (with outrigger next to
+# it) to run as is, without building.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/test-deps.sh" >/dev/null
 cd "$root"
-cargo build --release --features bench --bins
-exec target/release/outrigger-bench "$@"
+chart=0 quick=0 nodaprd=0 json=""
+args=()
+while (($#)); do
+  case "$1" in
+    --chart) chart=1 ;;
+    --quick) quick=1; args+=("$1") ;;
+    --no-daprd) nodaprd=1; args+=("$1") ;;
+    --json) json="$2"; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+"$root/scripts/kafka.sh" install >/dev/null
+if ((!quick && !nodaprd)) && [ -z "${OUTRIGGER_DAPRD:-}" ]; then
+  "$root/scripts/daprd.sh" >/dev/null
+fi
+bin=${OUTRIGGER_BENCH_BIN:-}
+[ -n "$bin" ] || { cargo build --release --features bench --bins; bin=target/release/outrigger-bench; }
+if [ -z "$json" ]; then
+  mkdir -p target/bench
+  json="target/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).json"
+fi
+"$bin" "${args[@]}" --json "$json"
+if ((chart)); then
+  python3 "$root/scripts/bench-chart.py" "$json" "$root/bench/side-by-side.svg"
+fi

@@ -591,30 +591,21 @@ async fn lifecycle(l: Lifecycle) {
 
     l.inputs_stop.cancel();
     if let Some(task) = l.app_task {
-        // Consumers bound their own drain by the grace period; allow a little more to close.
-        if tokio::time::timeout_at(deadline + Duration::from_secs(2), task)
-            .await
-            .is_err()
-        {
+        // Consumers bound their own drain by the same deadline.
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
             tracing::warn!("input bindings did not stop within the grace period");
         }
     }
 
     l.stop_servers.cancel();
     let drain = futures::future::join_all(l.servers);
-    if tokio::time::timeout_at(
-        deadline.max(tokio::time::Instant::now() + Duration::from_millis(500)),
-        drain,
-    )
-    .await
-    .is_err()
-    {
+    if tokio::time::timeout_at(deadline, drain).await.is_err() {
         tracing::warn!("in-flight API requests did not finish within the grace period");
     }
 
-    let left = deadline
-        .saturating_duration_since(tokio::time::Instant::now())
-        .max(Duration::from_secs(1));
+    // What is left of the one deadline (none once it passed: every write that
+    // was acknowledged is on the broker already, so nothing acknowledged is lost).
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     // Every span is queued by now (inputs and servers have stopped): the
     // exporter flushes alongside the producers, in the same time.
     let spans = async {
@@ -641,13 +632,69 @@ pub async fn run_until_signal(config: SidecarConfig) -> i32 {
             return e.exit_code();
         }
     };
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signals.cancel();
-    });
+    cancel_on_signals(shutdown.clone());
     sidecar.wait().await;
     0
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM and exits the process on
+/// the second with code 1, as daprd does (an operator who asks twice
+/// does not want to wait for the drain).
+pub fn cancel_on_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut signals = Signals::new();
+        signals.recv().await;
+        shutdown.cancel();
+        signals.recv().await;
+        tracing::warn!("second signal: exiting without waiting for the drain to finish");
+        eprintln!("outrigger: second signal, exiting now");
+        std::process::exit(1);
+    });
+}
+
+/// SIGINT and SIGTERM, registered once so that none is missed between two waits.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.int) => tracing::info!("received SIGINT"),
+                _ = next(&mut self.term) => tracing::info!("received SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

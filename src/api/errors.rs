@@ -165,7 +165,11 @@ impl ApiError {
                 value: prost::Message::encode_to_vec(&info),
             }],
         };
-        tonic::Status::with_details(code, message, prost::Message::encode_to_vec(&details).into())
+        tonic::Status::with_details(
+            code,
+            message,
+            prost::Message::encode_to_vec(&details).into(),
+        )
     }
 }
 
@@ -193,8 +197,7 @@ struct ErrorInfo {
     metadata: std::collections::HashMap<String, String>,
 }
 
-impl ApiError {
-}
+impl ApiError {}
 
 /// Names the Dapr building block an unserved API belongs to.
 pub fn building_block(method: &str) -> &'static str {

@@ -311,12 +311,17 @@ where
             return Box::pin(async move { Ok(status.into_http()) });
         }
         // `:authority` is not in the metadata tonic hands the rpc; daprd copies it.
-        if let Some(a) = request.uri().authority().map(|a| Authority(a.as_str().to_string())) {
+        if let Some(a) = request
+            .uri()
+            .authority()
+            .map(|a| Authority(a.as_str().to_string()))
+        {
             request.extensions_mut().insert(a);
         }
-        if let Some(method) = request.uri().path().strip_prefix(DAPR_SERVICE) {
-            if !SERVED.contains(&method) {
-                let status = ApiError::new(
+        if let Some(method) = request.uri().path().strip_prefix(DAPR_SERVICE)
+            && !SERVED.contains(&method)
+        {
+            let status = ApiError::new(
                     ErrorKind::NotImplemented,
                     format!(
                         "dapr.proto.runtime.v1.Dapr/{method} is not implemented: outrigger serves the bindings building block only ({} is not available)",
@@ -324,8 +329,7 @@ where
                     ),
                 )
                 .to_status();
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
+            return Box::pin(async move { Ok(status.into_http()) });
         }
         // One cap with the HTTP shim, taken before the message is decoded.
         let slot = if request.uri().path() == INVOKE_BINDING {
@@ -435,7 +439,11 @@ mod tests {
         let mapped = resource_exhausted_when_too_large(tonic_says, 1 << 20);
         let status = Status::from_header_map(mapped.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(status.message().contains("1048576 bytes"), "{status:?}");
+        // grpc-go's words, as daprd's clients see them.
+        assert_eq!(
+            status.message(),
+            "grpc: received message larger than max (2097173 vs. 1048576)"
+        );
 
         // Other OUT_OF_RANGE answers pass through.
         let other: http::Response<Body> = Status::out_of_range("offset out of range").into_http();

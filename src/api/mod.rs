@@ -110,9 +110,10 @@ impl ApiState {
         // the caller sent none).
         let Some(tracer) = &self.tracer else {
             if !request.metadata.contains_key(TRACE_HEADERS[0]) {
-                request
-                    .metadata
-                    .insert(TRACE_HEADERS[0].to_string(), crate::otlp::unsampled_traceparent());
+                request.metadata.insert(
+                    TRACE_HEADERS[0].to_string(),
+                    crate::otlp::unsampled_traceparent(),
+                );
             }
             return self.invoke_found(name, binding, request).await;
         };
@@ -123,9 +124,10 @@ impl ApiState {
             &mut request.metadata,
         );
         if !request.metadata.contains_key(TRACE_HEADERS[0]) {
-            request
-                .metadata
-                .insert(TRACE_HEADERS[0].to_string(), crate::otlp::unsampled_traceparent());
+            request.metadata.insert(
+                TRACE_HEADERS[0].to_string(),
+                crate::otlp::unsampled_traceparent(),
+            );
         }
         let result = self.invoke_found(name, binding, request).await;
         if let Some(span) = span {

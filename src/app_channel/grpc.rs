@@ -125,10 +125,10 @@ impl AppChannel for GrpcChannel {
                 }
             }
             // As daprd: a delivery always carries trace context.
-            if !request.metadata().contains_key(crate::otlp::TRACEPARENT) {
-                if let Ok(v) = crate::otlp::unsampled_traceparent().parse() {
-                    request.metadata_mut().insert(crate::otlp::TRACEPARENT, v);
-                }
+            if !request.metadata().contains_key(crate::otlp::TRACEPARENT)
+                && let Ok(v) = crate::otlp::unsampled_traceparent().parse()
+            {
+                request.metadata_mut().insert(crate::otlp::TRACEPARENT, v);
             }
             let i = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
             match self.clients[i].clone().on_binding_event(request).await {

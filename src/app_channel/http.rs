@@ -192,10 +192,10 @@ impl AppChannel for HttpChannel {
                 headers.insert("dapr-api-token", t.clone());
             }
             // As daprd: a delivery always carries trace context.
-            if !headers.contains_key(TRACEPARENT) {
-                if let Ok(v) = HeaderValue::from_str(&crate::otlp::unsampled_traceparent()) {
-                    headers.insert(TRACEPARENT, v);
-                }
+            if !headers.contains_key(TRACEPARENT)
+                && let Ok(v) = HeaderValue::from_str(&crate::otlp::unsampled_traceparent())
+            {
+                headers.insert(TRACEPARENT, v);
             }
             let req = req
                 .body(Full::new(event.data.clone()))

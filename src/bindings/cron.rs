@@ -284,7 +284,9 @@ mod go_time_tests {
 
     #[test]
     fn formats_like_go() {
-        let t = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 20, 59, 1).unwrap();
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 1, 20, 59, 1)
+            .unwrap();
         assert_eq!(super::go_time_string(t), "2026-12-01 20:59:01 +0000 UTC");
         let t = t + chrono::Duration::nanoseconds(120_000_000);
         assert_eq!(super::go_time_string(t), "2026-12-01 20:59:01.12 +0000 UTC");

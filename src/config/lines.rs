@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
+#[allow(clippy::unsafe_removed_from_name)] // the short name reads better at every call site
 use unsafe_libyaml as libyaml;
 
 /// Keys nested deeper than this are not recorded (`spec.metadata[3].name` is 4).
@@ -114,11 +115,11 @@ pub fn key_lines(text: &str) -> KeyLines {
                 Kind::CollectionStart => complex_key_depth += 1,
                 Kind::CollectionEnd => {
                     complex_key_depth -= 1;
-                    if complex_key_depth == 0 {
-                        if let Some(Frame::Map { key, .. }) = stack.last_mut() {
-                            // Not a name anyone can look up.
-                            *key = Some("?".into());
-                        }
+                    if complex_key_depth == 0
+                        && let Some(Frame::Map { key, .. }) = stack.last_mut()
+                    {
+                        // Not a name anyone can look up.
+                        *key = Some("?".into());
                     }
                 }
                 _ => {}

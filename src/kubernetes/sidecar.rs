@@ -27,11 +27,7 @@ type Current = Arc<RwLock<Option<Router>>>;
 
 pub async fn run(args: SidecarArgs) -> i32 {
     let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        crate::runtime::wait_for_signal().await;
-        signals.cancel();
-    });
+    crate::runtime::cancel_on_signals(shutdown.clone());
     match run_inner(args, shutdown).await {
         Ok(code) => code,
         Err((code, message)) => {

@@ -122,10 +122,10 @@ pub fn split_run_args(args: &[OsString]) -> Split {
         match known.classify(text) {
             Some(shape) => {
                 split.launcher.push(token.clone());
-                if shape.needs_next {
-                    if let Some(value) = tokens.next() {
-                        split.launcher.push(value.clone());
-                    }
+                if shape.needs_next
+                    && let Some(value) = tokens.next()
+                {
+                    split.launcher.push(value.clone());
                 }
             }
             None if split.app.is_empty() && text.starts_with('-') && text != "-" => {

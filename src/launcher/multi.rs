@@ -31,10 +31,10 @@ struct Tagged {
 
 impl LineSink for Tagged {
     fn line(&self, line: &str) {
-        if self.http_port.borrow().is_none() {
-            if let Some(port) = announced_http_port(line) {
-                self.http_port.send_replace(Some(port));
-            }
+        if self.http_port.borrow().is_none()
+            && let Some(port) = announced_http_port(line)
+        {
+            self.http_port.send_replace(Some(port));
         }
         match line.strip_prefix("== APP == ") {
             Some(rest) => print_line(&format!("{}{rest}", self.app)),
@@ -70,21 +70,21 @@ pub(super) async fn run(file: &Path, parent: &SidecarArgs, signals: &mut Signals
     let mut ports: HashMap<String, watch::Receiver<Option<u16>>> = HashMap::new();
     let mut signal_while_starting = None;
     for plan in &plans {
-        if let Some(after) = &plan.start_after {
-            if let Some(port) = ports.get(after).cloned() {
-                say(format!(
-                    "Starting app {} once app {after} is ready (startAfter)",
-                    plan.app_id
-                ));
-                tokio::select! {
-                    ready = wait_ready(port, READY_WITHIN) => match ready {
-                        Ok(()) => say(format!("App {after} is ready")),
-                        Err(why) => say(format!("App {after} is not ready ({why}); starting {} anyway", plan.app_id)),
-                    },
-                    name = signals.recv() => {
-                        signal_while_starting = Some(name);
-                        break;
-                    }
+        if let Some(after) = &plan.start_after
+            && let Some(port) = ports.get(after).cloned()
+        {
+            say(format!(
+                "Starting app {} once app {after} is ready (startAfter)",
+                plan.app_id
+            ));
+            tokio::select! {
+                ready = wait_ready(port, READY_WITHIN) => match ready {
+                    Ok(()) => say(format!("App {after} is ready")),
+                    Err(why) => say(format!("App {after} is not ready ({why}); starting {} anyway", plan.app_id)),
+                },
+                name = signals.recv() => {
+                    signal_while_starting = Some(name);
+                    break;
                 }
             }
         }

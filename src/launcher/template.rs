@@ -167,10 +167,10 @@ pub fn load(path: &Path) -> Result<Vec<AppPlan>, TemplateError> {
 }
 
 fn plan(t: &Template, base: &Path) -> Result<Vec<AppPlan>, String> {
-    if let Some(v) = &t.version {
-        if v.text() != "1" {
-            return Err(format!("version {} is not supported (only 1)", v.text()));
-        }
+    if let Some(v) = &t.version
+        && v.text() != "1"
+    {
+        return Err(format!("version {} is not supported (only 1)", v.text()));
     }
     if t.apps.is_empty() {
         return Err("no apps (the `apps` list is empty)".into());

@@ -260,11 +260,17 @@ async fn bodies_over_the_limit_are_refused() {
     // Over it, with a content-length.
     let big = envelope_of(2 << 20);
     let got = post(&url, big.clone()).await;
+    // As daprd: a 400 with ERR_MALFORMED_REQUEST, in Go's words.
     assert_error(
         &got,
-        413,
-        "ERR_REQUEST_TOO_LARGE",
+        400,
+        "ERR_MALFORMED_REQUEST",
         "2 MB with content-length",
+    );
+    assert_eq!(
+        got.1["message"], "failed deserializing HTTP body: stream too large",
+        "{}",
+        got.1
     );
 
     // Over it, chunked, with no content-length to check up front.
@@ -274,7 +280,7 @@ async fn bodies_over_the_limit_are_refused() {
         big.into_bytes(),
     )
     .await;
-    assert_eq!(status, 413, "2 MB chunked");
+    assert_eq!(status, 400, "2 MB chunked");
 
     // gRPC: a message over the limit.
     let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
@@ -313,6 +319,17 @@ async fn bodies_over_the_limit_are_refused() {
     sidecar.stop().await;
 }
 
+/// As daprd's HTTP token check answers: plain text, not Dapr's JSON error shape.
+async fn assert_plain_invalid_token(resp: reqwest::Response) {
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; charset=utf-8",
+        "{:?}",
+        resp.headers()
+    );
+    assert_eq!(resp.text().await.unwrap(), "invalid api token\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn api_token_guards_http_but_not_health() {
     let (_broker, _topic, sidecar) =
@@ -327,8 +344,7 @@ async fn api_token_guards_http_but_not_health() {
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401, "POST binding with token {token:?}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["errorCode"], "ERR_UNAUTHORIZED");
+        assert_plain_invalid_token(resp).await;
 
         let mut req = client.get(format!("{http}/v1.0/metadata"));
         if let Some(t) = token {
@@ -336,8 +352,7 @@ async fn api_token_guards_http_but_not_health() {
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401, "GET metadata with token {token:?}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["errorCode"], "ERR_UNAUTHORIZED");
+        assert_plain_invalid_token(resp).await;
     }
     // Nor can an unauthenticated caller stop the sidecar.
     let resp = client

@@ -161,7 +161,11 @@ async fn broker_killed_and_restarted_under_a_running_sidecar() {
     let records = read_back(broker.addr(), topic, 3).await;
     let texts: Vec<String> = records.iter().map(Record::text).collect();
     assert_eq!(texts[0], "\"before\"", "{texts:?}");
-    assert_eq!(texts[texts.len() - 2], format!("\"{accepted}\""), "{texts:?}");
+    assert_eq!(
+        texts[texts.len() - 2],
+        format!("\"{accepted}\""),
+        "{texts:?}"
+    );
     assert_eq!(texts[texts.len() - 1], "\"after\"", "{texts:?}");
     sidecar.stop().await;
 }

@@ -550,34 +550,43 @@ async fn the_sidecar_survives_the_deletion_of_a_consumed_topic() {
     // here) decides where it reads again.
     let started = std::time::Instant::now();
     let states: Arc<Mutex<Vec<String>>> = Arc::default();
-    wait_until("the topic to be back in the broker's metadata", DEADLINE, || {
-        sidecar.assert_alive();
-        let (http, brokers, topic) = (sidecar.http(), broker.addr(), topic.clone());
-        let seen = states.clone();
-        async move {
-            let s = input_status(&http, "gone").await;
-            let state = format!("{} ({})", s["state"], s["detail"]);
-            let mut seen = seen.lock().unwrap();
-            if seen.last() != Some(&state) {
-                seen.push(state);
+    wait_until(
+        "the topic to be back in the broker's metadata",
+        DEADLINE,
+        || {
+            sidecar.assert_alive();
+            let (http, brokers, topic) = (sidecar.http(), broker.addr(), topic.clone());
+            let seen = states.clone();
+            async move {
+                let s = input_status(&http, "gone").await;
+                let state = format!("{} ({})", s["state"], s["detail"]);
+                {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&state) {
+                        seen.push(state);
+                    }
+                }
+                let back = tokio::task::spawn_blocking(move || {
+                    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", &brokers)
+                        .set("allow.auto.create.topics", "false")
+                        .create()
+                        .unwrap();
+                    use rdkafka::consumer::Consumer;
+                    consumer
+                        .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                        .is_ok_and(|m| {
+                            m.topics()
+                                .iter()
+                                .any(|t| t.name() == topic && t.error().is_none())
+                        })
+                })
+                .await
+                .unwrap();
+                back.then_some(())
             }
-            drop(seen);
-            let back = tokio::task::spawn_blocking(move || {
-                let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("allow.auto.create.topics", "false")
-                    .create()
-                    .unwrap();
-                use rdkafka::consumer::Consumer;
-                consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                    .is_ok_and(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
-            })
-            .await
-            .unwrap();
-            back.then_some(())
-        }
-    })
+        },
+    )
     .await;
     produce(&broker.addr(), &topic, [Msg::new("after deletion")]).await;
     wait_until("the record written after the deletion", DEADLINE, || {

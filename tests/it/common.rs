@@ -252,14 +252,14 @@ impl Broker {
                 if let Some(status) = child.try_wait().unwrap() {
                     break Err(format!("exited with {status}"));
                 }
-                if let Some(env) = read_env(&self.dir.join("broker.env")) {
-                    if env.contains_key("KAFKA_PLAINTEXT") {
-                        let addr = format!("127.0.0.1:{}", plaintext_port(&env));
-                        if port_open(plaintext_port(&env)) && answers_metadata(&addr) {
-                            self.port = plaintext_port(&env);
-                            self.env = env;
-                            break Ok(());
-                        }
+                if let Some(env) = read_env(&self.dir.join("broker.env"))
+                    && env.contains_key("KAFKA_PLAINTEXT")
+                {
+                    let addr = format!("127.0.0.1:{}", plaintext_port(&env));
+                    if port_open(plaintext_port(&env)) && answers_metadata(&addr) {
+                        self.port = plaintext_port(&env);
+                        self.env = env;
+                        break Ok(());
                     }
                 }
                 if Instant::now() > deadline {
@@ -310,7 +310,10 @@ impl Broker {
     }
 
     fn own_child(&mut self) -> &mut Child {
-        assert!(self.dedicated, "only a dedicated broker may be killed or stalled");
+        assert!(
+            self.dedicated,
+            "only a dedicated broker may be killed or stalled"
+        );
         self.child.as_mut().expect("the broker is running")
     }
 
@@ -328,7 +331,10 @@ impl Broker {
 
     /// Starts a killed broker again on the same log directory and ports.
     pub fn restart(&mut self) {
-        assert!(self.dedicated && self.child.is_none(), "kill the dedicated broker first");
+        assert!(
+            self.dedicated && self.child.is_none(),
+            "kill the dedicated broker first"
+        );
         let ports = self.port;
         self.spawn();
         assert_eq!(self.port, ports, "the restarted broker must keep its ports");
@@ -345,7 +351,11 @@ impl Broker {
 
     fn signal(&mut self, sig: libc::c_int) {
         let pid = self.own_child().id() as libc::pid_t;
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to the broker");
+        assert_eq!(
+            unsafe { libc::kill(pid, sig) },
+            0,
+            "signal {sig} to the broker"
+        );
     }
 
     /// Freezes the broker: connections stay open, nothing is answered.
@@ -435,7 +445,13 @@ impl DevBroker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tool("tansu"))
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
             .stderr(Stdio::null())
@@ -808,7 +824,9 @@ impl SidecarProcBuilder {
                     };
                 }
                 Err(status) if attempt < 3 => {
-                    eprintln!("sidecar exited with {status} before listening (attempt {attempt}); retrying");
+                    eprintln!(
+                        "sidecar exited with {status} before listening (attempt {attempt}); retrying"
+                    );
                 }
                 Err(status) => panic!(
                     "the sidecar exited with {status}:\n{}",
@@ -848,6 +866,22 @@ impl SidecarProc {
                 tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 30)
             );
         }
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// The sidecar's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no drain, no commit, no goodbye to the consumer group.

@@ -158,13 +158,16 @@ const CASES: &[Case] = &[
         why: &["expected `newest` or `oldest`", "\"Beginning\""],
     },
     Case {
-        file: "auth-mtls.yaml",
+        file: "mtls-cert-without-key.yaml",
         with: &[],
-        line: Some(11),
+        line: Some(13),
         component: Some("mtls-kafka"),
         component_type: KAFKA,
-        field: Some("authType"),
-        why: &["`mtls` is not supported yet", "password"],
+        field: Some("clientCert"),
+        why: &[
+            "clientKey is missing",
+            "clientCert and clientKey are given together or not at all",
+        ],
     },
     Case {
         file: "password-no-username.yaml",

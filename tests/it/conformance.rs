@@ -17,7 +17,13 @@ fn outrigger_answers_as_daprd_recorded() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
         .arg(root.join("scripts/conformance.sh"))
-        .args(["--sidecar", "outrigger", "--bin", env!("CARGO_BIN_EXE_outrigger"), "--no-sdk"])
+        .args([
+            "--sidecar",
+            "outrigger",
+            "--bin",
+            env!("CARGO_BIN_EXE_outrigger"),
+            "--no-sdk",
+        ])
         .current_dir(&root)
         .output()
         .expect("run scripts/conformance.sh");

@@ -90,13 +90,17 @@ async fn a_sidecar_killed_in_a_group_of_three_loses_nothing() {
     produce(&broker.addr(), &topic, late).await;
 
     let total = BEFORE + AFTER;
-    wait_until("every record delivered by the group", Duration::from_secs(180), || {
-        for i in [0, 2] {
-            sidecars[i].assert_alive();
-        }
-        let union: BTreeSet<(i32, i64)> = apps.iter().flat_map(delivered).collect();
-        async move { (union.len() == total).then_some(()) }
-    })
+    wait_until(
+        "every record delivered by the group",
+        Duration::from_secs(180),
+        || {
+            for i in [0, 2] {
+                sidecars[i].assert_alive();
+            }
+            let union: BTreeSet<(i32, i64)> = apps.iter().flat_map(delivered).collect();
+            async move { (union.len() == total).then_some(()) }
+        },
+    )
     .await;
     // The survivors own every partition now.
     let (h0, h2) = (https[0].clone(), https[2].clone());
@@ -118,7 +122,10 @@ async fn a_sidecar_killed_in_a_group_of_three_loses_nothing() {
         let mut high: BTreeMap<i32, i64> = BTreeMap::new();
         for (p, o) in delivered(app) {
             let h = high.entry(p).or_insert(o - 1);
-            assert!(o <= *h + 1, "partition {p}: offset {o} after {h} in one member");
+            assert!(
+                o <= *h + 1,
+                "partition {p}: offset {o} after {h} in one member"
+            );
             *h = (*h).max(o);
             if !by_partition.entry(p).or_default().insert(o) {
                 repeats += 1;
@@ -136,10 +143,16 @@ async fn a_sidecar_killed_in_a_group_of_three_loses_nothing() {
         .iter()
         .copied()
         .filter(|p| {
-            delivered(&apps[0]).iter().chain(delivered(&apps[2]).iter()).any(|(q, _)| q == p)
+            delivered(&apps[0])
+                .iter()
+                .chain(delivered(&apps[2]).iter())
+                .any(|(q, _)| q == p)
         })
         .collect();
-    assert_eq!(moved, victim_partitions, "the killed member's partitions moved");
+    assert_eq!(
+        moved, victim_partitions,
+        "the killed member's partitions moved"
+    );
     println!(
         "group of three, one SIGKILLed: {total} records, {} deliveries ({repeats} repeats), partitions {victim_partitions:?} moved",
         apps.iter().map(HttpApp::accepted_count).sum::<usize>()

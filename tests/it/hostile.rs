@@ -161,8 +161,17 @@ async fn serve_with(sidecar: &TestSidecar, limits: ServerLimits) -> Servers {
     servers
 }
 
+/// daprd's answer to a body over `--dapr-http-max-request-size`: 400, in Go's words.
+fn assert_too_large(got: &(u16, String), what: &str) {
+    let body = assert_json_error(got, 400, "ERR_MALFORMED_REQUEST", what);
+    assert_eq!(
+        body["message"], "failed deserializing HTTP body: stream too large",
+        "{what}: {body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn oversized_bodies_are_413_and_the_sidecar_keeps_serving() {
+async fn oversized_bodies_are_400_stream_too_large_and_the_sidecar_keeps_serving() {
     let sidecar = sidecar(|c| c.max_request_bytes = 64 << 10).await;
     let port = sidecar.http_port();
     let path = "/v1.0/bindings/orders";
@@ -172,7 +181,7 @@ async fn oversized_bodies_are_413_and_the_sidecar_keeps_serving() {
         "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\nconnection: close\r\n\r\n"
     );
     let got = raw_http(port, head.into_bytes()).await;
-    assert_json_error(&got, 413, "ERR_REQUEST_TOO_LARGE", "declared 10 GB");
+    assert_too_large(&got, "declared 10 GB");
 
     // Declared and sent: 1 MiB.
     let big = format!(
@@ -180,12 +189,7 @@ async fn oversized_bodies_are_413_and_the_sidecar_keeps_serving() {
         "a".repeat(1 << 20)
     );
     let got = raw_http(port, request("POST", path, big.as_bytes())).await;
-    assert_json_error(
-        &got,
-        413,
-        "ERR_REQUEST_TOO_LARGE",
-        "1 MiB with content-length",
-    );
+    assert_too_large(&got, "1 MiB with content-length");
 
     // Chunked, with no length to check up front: counted while read.
     let mut chunked = format!(
@@ -199,7 +203,7 @@ async fn oversized_bodies_are_413_and_the_sidecar_keeps_serving() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let got = raw_http(port, chunked).await;
-    assert_json_error(&got, 413, "ERR_REQUEST_TOO_LARGE", "1 MiB chunked");
+    assert_too_large(&got, "1 MiB chunked");
 
     // A chunk size that overflows: hyper refuses the framing (no JSON: it
     // answers before any handler runs) and closes.
@@ -211,12 +215,7 @@ async fn oversized_bodies_are_413_and_the_sidecar_keeps_serving() {
 
     // Setting extended metadata goes through the same limit.
     let got = raw_http(port, request("PUT", "/v1.0/metadata/big", big.as_bytes())).await;
-    assert_json_error(
-        &got,
-        413,
-        "ERR_REQUEST_TOO_LARGE",
-        "1 MiB of extended metadata",
-    );
+    assert_too_large(&got, "1 MiB of extended metadata");
 
     assert_serves(port).await;
     sidecar.stop().await;
@@ -330,20 +329,16 @@ async fn odd_paths_get_clear_json_errors() {
             "ERR_INVOKE_OUTPUT_BINDING",
         ),
         // Paths that climb out of the bindings API match no route.
-        ("POST", "/v1.0/bindings/../shutdown", 404, "ERR_NOT_FOUND"),
-        // A method the route does not take.
+        // As daprd: they fall to service invocation, which finds no app id.
         (
-            "GET",
-            "/v1.0/bindings/orders",
-            405,
-            "ERR_METHOD_NOT_ALLOWED",
+            "POST",
+            "/v1.0/bindings/../shutdown",
+            404,
+            "ERR_DIRECT_INVOKE",
         ),
-        (
-            "DELETE",
-            "/v1.0/bindings/orders",
-            405,
-            "ERR_METHOD_NOT_ALLOWED",
-        ),
+        // A method the route does not take: the same (no 405, no Allow header).
+        ("GET", "/v1.0/bindings/orders", 404, "ERR_DIRECT_INVOKE"),
+        ("DELETE", "/v1.0/bindings/orders", 404, "ERR_DIRECT_INVOKE"),
     ];
     let body = br#"{"data": 1, "operation": "create"}"#;
     for (method, path, status, code) in cases {

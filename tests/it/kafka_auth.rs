@@ -38,9 +38,15 @@ fn output_meta(broker: &Broker, listener: &str, topic: &str) -> Vec<(&'static st
 
 fn sasl(broker: &Broker, mechanism: &str) -> Vec<(&'static str, String)> {
     let (user, password) = if mechanism == "PLAIN" {
-        (broker.env("KAFKA_PLAIN_USER"), broker.env("KAFKA_PLAIN_PASSWORD"))
+        (
+            broker.env("KAFKA_PLAIN_USER"),
+            broker.env("KAFKA_PLAIN_PASSWORD"),
+        )
     } else {
-        (broker.env("KAFKA_SCRAM_USER"), broker.env("KAFKA_SCRAM_PASSWORD"))
+        (
+            broker.env("KAFKA_SCRAM_USER"),
+            broker.env("KAFKA_SCRAM_PASSWORD"),
+        )
     };
     vec![
         ("authType", "password".to_string()),
@@ -51,7 +57,8 @@ fn sasl(broker: &Broker, mechanism: &str) -> Vec<(&'static str, String)> {
 }
 
 async fn post(http: &str, data: &str) -> (u16, Value) {
-    let body = serde_json::json!({"data": data, "operation": "create", "metadata": {"partitionKey": "k"}});
+    let body =
+        serde_json::json!({"data": data, "operation": "create", "metadata": {"partitionKey": "k"}});
     let resp = tokio::time::timeout(
         Duration::from_secs(60),
         reqwest::Client::new()
@@ -77,10 +84,11 @@ async fn writes_through(meta: Vec<(&'static str, String)>, topic: &str) {
     assert_eq!(status, 204, "{body}");
     let brokers = broker.addr();
     let topic = topic.to_string();
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, 1, Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&brokers, &topic, 1, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
     assert_eq!(records[0].text(), format!("\"{data}\""));
     assert_eq!(records[0].key_text().as_deref(), Some("k"));
     sidecar.stop().await;
@@ -195,10 +203,14 @@ async fn input_binding_consumes_over_scram_and_tls() {
         c.app_port = Some(app.port);
     })
     .await;
-    wait_until("3 deliveries over SASL_SSL", Duration::from_secs(60), || {
-        let n = app.accepted_count();
-        async move { (n >= 3).then_some(()) }
-    })
+    wait_until(
+        "3 deliveries over SASL_SSL",
+        Duration::from_secs(60),
+        || {
+            let n = app.accepted_count();
+            async move { (n >= 3).then_some(()) }
+        },
+    )
     .await;
     let mut texts: Vec<String> = app.accepted().iter().map(|c| c.text()).collect();
     texts.sort();
@@ -334,7 +346,10 @@ fn contradictory_or_unreadable_tls_settings_stop_the_sidecar_at_start() {
             "required",
         ),
         (
-            base(&[("authType", "certificate".into()), ("caCert", "/etc/ssl/ca.pem".into())]),
+            base(&[
+                ("authType", "certificate".into()),
+                ("caCert", "/etc/ssl/ca.pem".into()),
+            ]),
             "caCert",
             "PEM",
         ),
@@ -352,9 +367,15 @@ fn contradictory_or_unreadable_tls_settings_stop_the_sidecar_at_start() {
     for (doc, field, words) in cases {
         let (code, out) = sidecar_exit(&doc);
         assert_eq!(code, Some(64), "{field}: {out}");
-        assert!(out.contains(field) && out.contains(words), "{field} / {words}: {out}");
+        assert!(
+            out.contains(field) && out.contains(words),
+            "{field} / {words}: {out}"
+        );
         // A key is never echoed, not even when it sits in the wrong field.
-        assert!(!out.contains("PRIVATE KEY"), "key material in the output: {out}");
+        assert!(
+            !out.contains("PRIVATE KEY"),
+            "key material in the output: {out}"
+        );
     }
 }
 
@@ -391,7 +412,10 @@ fn client_certificates_outside_mtls_are_reported_not_silently_dropped() {
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let done = line.contains("clientKey");
             seen.push(line);
             if done {
@@ -400,12 +424,17 @@ fn client_certificates_outside_mtls_are_reported_not_silently_dropped() {
         }
         seen
     });
-    wait_for("the warning about clientKey", Duration::from_secs(30), || {
-        lines.is_finished().then_some(())
-    });
+    wait_for(
+        "the warning about clientKey",
+        Duration::from_secs(30),
+        || lines.is_finished().then_some(()),
+    );
     let _ = child.kill();
     let _ = child.wait();
     let seen = lines.join().unwrap().join("\n");
-    assert!(seen.contains("clientCert") && seen.contains("mtls"), "{seen}");
+    assert!(
+        seen.contains("clientCert") && seen.contains("mtls"),
+        "{seen}"
+    );
     assert!(!seen.contains("PRIVATE KEY"), "{seen}");
 }

@@ -1,5 +1,6 @@
 //! Output bindings and the other served rpcs through the gRPC API (key and
-//! headers from metadata, FNV-1a partitions, empty data as a null value), with the
+//! headers from request and call metadata, never the API token, FNV-1a
+//! partitions, empty data as a null value, an empty reply as daprd's), with the
 //! generated tonic client, a raw tonic client for rpcs we do not serve, and a
 //! bare HTTP/2 client for the `application/grpc+proto` content type.
 
@@ -15,6 +16,7 @@ use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
 use crate::common::*;
+use crate::output_http::{header_names, new_traceparent, traceparent};
 
 async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
     tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
@@ -38,6 +40,46 @@ async fn orders_setup() -> (Broker, String, TestSidecar) {
     (broker, topic, sidecar)
 }
 
+/// As daprd, a successful InvokeBinding answers an empty response: no data, and
+/// no metadata naming the record's topic, partition or offset.
+fn assert_empty_reply(reply: &pb::InvokeBindingResponse) {
+    assert!(reply.data.is_empty(), "{reply:?}");
+    assert!(reply.metadata.is_empty(), "{reply:?}");
+}
+
+/// Checks the headers of a record written through the generated tonic client at
+/// `port`: as daprd, the request's metadata (`request`), plus every call
+/// metadata entry (`:authority` as `dapr-authority`) and a new traceparent.
+fn assert_tonic_call_headers(r: &Record, port: u16, request: &[&str]) {
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/grpc")
+    );
+    assert_eq!(
+        r.header("dapr-authority"),
+        Some(format!("127.0.0.1:{port}")),
+        "{:?}",
+        r.headers
+    );
+    let agent = r.header("user-agent").unwrap_or_default();
+    assert!(agent.starts_with("tonic/"), "user-agent {agent:?}");
+    new_traceparent(r);
+    let mut want: Vec<&str> = request.to_vec();
+    want.extend(TONIC_CALL_HEADERS);
+    want.sort_unstable();
+    assert_eq!(header_names(r), want, "{:?}", r.headers);
+}
+
+/// The call metadata a tonic client sends that ends up as record headers
+/// (`te` and `grpc-timeout` stay out, as grpc-go keeps them from daprd), and the
+/// traceparent every write carries.
+const TONIC_CALL_HEADERS: [&str; 4] = [
+    "content-type",
+    "dapr-authority",
+    "traceparent",
+    "user-agent",
+];
+
 fn invoke(name: &str, data: &[u8], metadata: &[(&str, &str)]) -> pb::InvokeBindingRequest {
     pb::InvokeBindingRequest {
         name: name.into(),
@@ -53,6 +95,7 @@ fn invoke(name: &str, data: &[u8], metadata: &[(&str, &str)]) -> pb::InvokeBindi
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_binding_round_trip() {
     let (broker, topic, sidecar) = orders_setup().await;
+    let port = sidecar.grpc_port();
     let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
 
     let first = client
@@ -68,10 +111,7 @@ async fn invoke_binding_round_trip() {
         .await
         .unwrap()
         .into_inner();
-    assert!(first.data.is_empty());
-    assert_eq!(first.metadata["topic"], topic);
-    assert_eq!(first.metadata["partition"], "0");
-    assert_eq!(first.metadata["offset"], "0");
+    assert_empty_reply(&first);
 
     // gRPC data is raw bytes: not JSON, not even UTF-8, passed through as is.
     let binary: Vec<u8> = (0..=255u8).rev().collect();
@@ -80,14 +120,15 @@ async fn invoke_binding_round_trip() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(second.metadata["offset"], "1");
+    assert_empty_reply(&second);
     let third = client
         .invoke_binding(invoke("orders", b"3", &[("__key", "uk")]))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(third.metadata["offset"], "2");
+    assert_empty_reply(&third);
 
+    // One partition, one call after the other: the records are in call order.
     let r = read_back(broker.addr(), topic, 3).await;
     assert_eq!(r[0].text(), r#"{"orderId":1}"#);
     assert_eq!(r[0].key_text().as_deref(), Some("k1"));
@@ -95,15 +136,93 @@ async fn invoke_binding_round_trip() {
     assert_eq!(r[0].header("trace").as_deref(), Some("abc"));
     assert_eq!(r[0].header("key").as_deref(), Some("not-the-key"));
     assert_eq!(r[0].header("partitionKey").as_deref(), Some("k1"));
-    assert_eq!(r[0].headers.len(), 3, "{:?}", r[0].headers);
+    assert_tonic_call_headers(&r[0], port, &["key", "partitionKey", "trace"]);
     assert_eq!(r[1].payload, binary);
     assert_eq!(r[1].key_text().as_deref(), Some("pk"));
     assert_eq!(r[1].header("partitionKey").as_deref(), Some("pk"));
-    assert_eq!(r[1].headers.len(), 1, "{:?}", r[1].headers);
+    assert_tonic_call_headers(&r[1], port, &["partitionKey"]);
     assert_eq!(r[2].text(), "3");
     assert_eq!(r[2].key_text().as_deref(), Some("uk"));
     assert_eq!(r[2].header("__key").as_deref(), Some("uk"));
-    assert_eq!(r[2].headers.len(), 1, "{:?}", r[2].headers);
+    assert_tonic_call_headers(&r[2], port, &["__key"]);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_metadata_becomes_headers_but_never_the_api_token() {
+    let broker = Broker::start();
+    let topic = unique("grpc-callmd");
+    broker.create_topic(&topic, 1);
+    let sidecar = start_sidecar(
+        &[kafka_component(
+            "orders",
+            &broker.addr(),
+            &[("publishTopic", &topic)],
+        )],
+        |c| c.api_token = Some("grpc-secret".into()),
+    )
+    .await;
+    let port = sidecar.grpc_port();
+    let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let call = |data: &[u8], metadata: &[(&str, &str)], call_md: &[(&'static str, &str)]| {
+        let mut request = tonic::Request::new(invoke("orders", data, metadata));
+        request
+            .metadata_mut()
+            .insert("dapr-api-token", "grpc-secret".parse().unwrap());
+        for (k, v) in call_md {
+            request.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        request
+    };
+    // A custom entry becomes a header; the request's own entry of the same name
+    // wins; the caller's trace context is the record's.
+    let reply = client
+        .invoke_binding(call(
+            b"1",
+            &[("source", "request")],
+            &[
+                ("x-call", "yes"),
+                ("source", "call"),
+                ("traceparent", caller),
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_empty_reply(&reply);
+    let reply = client
+        .invoke_binding(call(b"2", &[], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_empty_reply(&reply);
+
+    let r = read_back(broker.addr(), topic, 2).await;
+    assert_eq!(r[0].text(), "1");
+    assert_eq!(r[0].header("x-call").as_deref(), Some("yes"));
+    assert_eq!(r[0].header("source").as_deref(), Some("request"));
+    assert_eq!(traceparent(&r[0]), caller);
+    assert_eq!(r[1].text(), "2");
+    assert_tonic_call_headers(&r[1], port, &[]);
+    for record in &r {
+        // The token authorised the call; it must not be written to the topic.
+        assert_eq!(
+            record.header("dapr-api-token"),
+            None,
+            "{:?}",
+            record.headers
+        );
+        assert!(
+            !record.headers.values().any(|v| v == b"grpc-secret"),
+            "{:?}",
+            record.headers
+        );
+    }
+    let mut want = vec!["source", "x-call"];
+    want.extend(TONIC_CALL_HEADERS);
+    want.sort_unstable();
+    assert_eq!(header_names(&r[0]), want, "{:?}", r[0].headers);
     sidecar.stop().await;
 }
 
@@ -111,7 +230,7 @@ async fn invoke_binding_round_trip() {
 type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The first `n` records of partition 0 of `topic`, telling a null value from an empty one.
-fn read_values(brokers: &str, topic: &str, n: usize) -> Vec<KeyValue> {
+pub(crate) fn read_values(brokers: &str, topic: &str, n: usize) -> Vec<KeyValue> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message as _;
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -148,12 +267,12 @@ async fn empty_data_writes_a_null_value() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.metadata["offset"], "0");
+    assert_empty_reply(&reply);
     client
         .invoke_binding(invoke("orders", b"x", &[]))
         .await
         .unwrap();
-    // Over HTTP a missing `data` is JSON null, 4 bytes of text, not a tombstone.
+    // Over HTTP a missing `data` is a tombstone too, as daprd writes it.
     let resp = reqwest::Client::new()
         .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
         .body(r#"{"operation": "create"}"#)
@@ -168,7 +287,7 @@ async fn empty_data_writes_a_null_value() {
         .unwrap();
     assert_eq!(got[0], (Some(b"gone".to_vec()), None), "a null value");
     assert_eq!(got[1], (None, Some(b"x".to_vec())));
-    assert_eq!(got[2], (None, Some(b"null".to_vec())));
+    assert_eq!(got[2], (None, None), "a null value, not the text `null`");
     sidecar.stop().await;
 }
 
@@ -189,6 +308,7 @@ async fn keys_pick_the_fnv1a_partition_over_grpc() {
         |_| {},
     )
     .await;
+    let port = sidecar.grpc_port();
     let mut client = DaprClient::connect(sidecar.grpc()).await.unwrap();
     let keys = [
         "alpha",
@@ -199,24 +319,21 @@ async fn keys_pick_the_fnv1a_partition_over_grpc() {
         "customer-5",
     ];
     for key in keys {
-        let reply = client
-            .invoke_binding(invoke(
-                "orders",
-                key.as_bytes(),
-                &[
-                    ("partitionKey", key),
-                    ("x-internal-id", "7"),
-                    ("kept", "yes"),
-                ],
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            reply.metadata["partition"],
-            crate::output_http::fnv1a_partition(key, 3).to_string(),
-            "{key}"
-        );
+        let mut request = tonic::Request::new(invoke(
+            "orders",
+            key.as_bytes(),
+            &[
+                ("partitionKey", key),
+                ("x-internal-id", "7"),
+                ("kept", "yes"),
+            ],
+        ));
+        // Call metadata joins the request metadata, so the regex applies to it too.
+        request
+            .metadata_mut()
+            .insert("x-internal-call", "8".parse().unwrap());
+        let reply = client.invoke_binding(request).await.unwrap().into_inner();
+        assert_empty_reply(&reply);
     }
     let records = read_back(broker.addr(), topic, keys.len()).await;
     for key in keys {
@@ -232,9 +349,10 @@ async fn keys_pick_the_fnv1a_partition_over_grpc() {
         );
         // `excludeHeaderMetaRegex` keeps x-internal-* out of the headers.
         assert_eq!(r.header("x-internal-id"), None, "{:?}", r.headers);
+        assert_eq!(r.header("x-internal-call"), None, "{:?}", r.headers);
         assert_eq!(r.header("kept").as_deref(), Some("yes"));
         assert_eq!(r.header("partitionKey").as_deref(), Some(key));
-        assert_eq!(r.headers.len(), 2, "{:?}", r.headers);
+        assert_tonic_call_headers(r, port, &["kept", "partitionKey"]);
     }
     sidecar.stop().await;
 }
@@ -449,7 +567,7 @@ async fn grpc_plus_proto_content_type_is_accepted() {
         assert_eq!(status, "0", "{content_type}: {message}");
         assert!(ct.starts_with("application/grpc"), "{ct}");
         let reply = pb::InvokeBindingResponse::decode(bytes).unwrap();
-        assert_eq!(reply.metadata["topic"], topic);
+        assert_empty_reply(&reply);
     }
     let (_, status, message, bytes) = raw_h2_call(
         port,
@@ -469,5 +587,23 @@ async fn grpc_plus_proto_content_type_is_accepted() {
     assert_eq!(r[1].text(), "application/grpc");
     assert_eq!(r[0].key_text().as_deref(), Some("raw"));
     assert_eq!(r[0].header("partitionKey").as_deref(), Some("raw"));
+    // Each call's content type is a header of its record, as all call metadata.
+    assert_eq!(
+        r[0].header("content-type").as_deref(),
+        Some("application/grpc+proto")
+    );
+    assert_eq!(
+        r[1].header("content-type").as_deref(),
+        Some("application/grpc")
+    );
+    for record in &r {
+        new_traceparent(record);
+        assert_eq!(
+            record.header("dapr-authority"),
+            Some(format!("127.0.0.1:{port}")),
+            "{:?}",
+            record.headers
+        );
+    }
     sidecar.stop().await;
 }

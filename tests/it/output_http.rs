@@ -2,8 +2,9 @@
 //! each JSON type reaches the topic, how request metadata becomes the Kafka key
 //! and headers (as daprd: `partitionKey` or `__key` is the key, every entry is a
 //! header unless `excludeHeaderMetaRegex` matches), which partition a key picks
-//! (FNV-1a, as daprd's client), the reply headers, ordering, health, metadata
-//! and shutdown.
+//! (FNV-1a, as daprd's client), the `traceparent` every record carries, the
+//! reply (as daprd, an empty 204 that names no topic, partition or offset),
+//! ordering, health, metadata and shutdown.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,66 @@ async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
     tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
         .await
         .unwrap()
+}
+
+/// As daprd, a successful write answers an empty 204 that names nothing of the
+/// record's position (no `metadata.topic`, `metadata.partition`, `metadata.offset`).
+fn assert_no_reply_metadata(resp: &reqwest::Response, what: &str) {
+    let named: Vec<&str> = resp
+        .headers()
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("metadata."))
+        .collect();
+    assert!(named.is_empty(), "{what}: reply headers {named:?}");
+}
+
+/// The record's `traceparent` header, checked with [`assert_traceparent`].
+pub(crate) fn traceparent(r: &Record) -> String {
+    let tp = r
+        .header("traceparent")
+        .unwrap_or_else(|| panic!("a traceparent header: {:?}", r.headers));
+    assert_traceparent(&tp);
+    tp
+}
+
+/// Checks `tp` is a W3C trace context: `00-<32 hex>-<16 hex>-<2 hex>`, lower
+/// case, neither id all zeros.
+pub(crate) fn assert_traceparent(tp: &str) {
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert!(
+        parts.len() == 4
+            && parts[0] == "00"
+            && hex(parts[1], 32)
+            && hex(parts[2], 16)
+            && hex(parts[3], 2),
+        "not a traceparent: {tp:?}"
+    );
+    assert!(
+        parts[1].bytes().any(|b| b != b'0') && parts[2].bytes().any(|b| b != b'0'),
+        "an all-zero id is invalid: {tp:?}"
+    );
+}
+
+/// The `traceparent` the sidecar made up for a caller that sent none, as daprd:
+/// a valid one, not sampled (flags `00`).
+pub(crate) fn new_traceparent(r: &Record) -> String {
+    let tp = traceparent(r);
+    assert!(
+        tp.ends_with("-00"),
+        "a new trace context is unsampled: {tp}"
+    );
+    tp
+}
+
+/// The record's header names, sorted.
+pub(crate) fn header_names(r: &Record) -> Vec<&str> {
+    let mut names: Vec<&str> = r.headers.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
 }
 
 /// One broker, one topic with one partition, one sidecar with binding `orders` on it.
@@ -47,18 +108,36 @@ async fn post_produces_with_key_and_headers() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    assert_eq!(resp.headers()["metadata.topic"], topic.as_str());
-    assert_eq!(resp.headers()["metadata.partition"], "0");
-    assert_eq!(resp.headers()["metadata.offset"], "0");
+    assert_no_reply_metadata(&resp, "post");
     assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
 
-    let records = read_back(broker.addr(), topic, 1).await;
+    // A caller's trace context is what the record carries.
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let resp = client
+        .post(format!("{}/v1.0/bindings/orders", sidecar.http()))
+        .header("traceparent", caller)
+        .body(r#"{"data": {"orderId": 2}, "operation": "create"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_no_reply_metadata(&resp, "post with a traceparent");
+
+    let records = read_back(broker.addr(), topic, 2).await;
     assert_eq!(records[0].text(), r#"{"orderId":1}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k1"));
     assert_eq!(records[0].header("trace").as_deref(), Some("abc"));
-    // As daprd: every metadata entry is a header, the key's too.
+    // As daprd: every metadata entry is a header, the key's too, and every
+    // write carries a traceparent (a new, unsampled one here: the caller sent none).
     assert_eq!(records[0].header("partitionKey").as_deref(), Some("k1"));
-    assert_eq!(records[0].headers.len(), 2, "{:?}", records[0].headers);
+    new_traceparent(&records[0]);
+    assert_eq!(
+        header_names(&records[0]),
+        ["partitionKey", "trace", "traceparent"]
+    );
+    assert_eq!(records[1].text(), r#"{"orderId":2}"#);
+    assert_eq!(records[1].header("traceparent").as_deref(), Some(caller));
+    assert_eq!(header_names(&records[1]), ["traceparent"]);
     sidecar.stop().await;
 }
 
@@ -66,6 +145,8 @@ async fn post_produces_with_key_and_headers() {
 async fn data_of_every_json_type_arrives_as_compact_json_text() {
     let (broker, topic, sidecar) = orders_setup().await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
+    // A record value that is null, not empty: no payload at all.
+    const NULL: &str = "<null>";
     // (request body, method, record payload expected on the topic)
     let cases: &[(&str, &str, &str)] = &[
         (
@@ -95,8 +176,9 @@ async fn data_of_every_json_type_arrives_as_compact_json_text() {
             "POST",
             r#"[1,"a",null]"#,
         ),
-        (r#"{"data": null, "operation": "create"}"#, "POST", "null"),
-        (r#"{"operation": "create"}"#, "PUT", "null"),
+        // As daprd: JSON null or no `data` at all writes a null value (a tombstone).
+        (r#"{"data": null, "operation": "create"}"#, "POST", NULL),
+        (r#"{"operation": "create"}"#, "PUT", NULL),
         (
             r#"{"data": {"text": "a { b } : c , d"}, "operation": "create"}"#,
             "POST",
@@ -104,7 +186,7 @@ async fn data_of_every_json_type_arrives_as_compact_json_text() {
         ),
     ];
     let client = reqwest::Client::new();
-    for (i, (body, method, _)) in cases.iter().enumerate() {
+    for (body, method, _) in cases {
         let request = match *method {
             "PUT" => client.put(&url),
             _ => client.post(&url),
@@ -116,17 +198,29 @@ async fn data_of_every_json_type_arrives_as_compact_json_text() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 204, "{method} {body}");
-        assert_eq!(
-            resp.headers()["metadata.offset"],
-            i.to_string().as_str(),
-            "{body}"
-        );
+        assert_no_reply_metadata(&resp, body);
     }
-    let records = read_back(broker.addr(), topic, cases.len()).await;
-    let got: Vec<String> = records.iter().map(Record::text).collect();
+    // One partition and one write after the other: the topic holds them in order.
+    let (brokers, t) = (broker.addr(), topic.clone());
+    let n = cases.len();
+    let values =
+        tokio::task::spawn_blocking(move || crate::output_grpc::read_values(&brokers, &t, n))
+            .await
+            .unwrap();
+    let got: Vec<String> = values
+        .iter()
+        .map(|(_, v)| match v {
+            Some(v) => String::from_utf8_lossy(v).into_owned(),
+            None => NULL.to_string(),
+        })
+        .collect();
     let want: Vec<&str> = cases.iter().map(|c| c.2).collect();
     assert_eq!(got, want);
-    assert!(records.iter().all(|r| r.key.is_none()), "no key was given");
+    assert!(values.iter().all(|(k, _)| k.is_none()), "no key was given");
+    let records = read_back(broker.addr(), topic, n).await;
+    for r in &records {
+        new_traceparent(r);
+    }
     sidecar.stop().await;
 }
 
@@ -146,53 +240,54 @@ async fn metadata_becomes_key_and_headers() {
         // With both, partitionKey is the key; both are headers.
         r#"{"data": 5, "operation": "create", "metadata": {"__key": "uk-5", "partitionKey": "pk-5"}}"#,
     ];
-    let mut offsets = Vec::new();
     for body in bodies {
         let resp = client.post(&url).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 204, "{body}");
-        assert_eq!(resp.headers()["metadata.topic"], topic.as_str());
-        assert_eq!(resp.headers()["metadata.partition"], "0");
-        offsets.push(
-            resp.headers()["metadata.offset"]
-                .to_str()
-                .unwrap()
-                .parse::<i64>()
-                .unwrap(),
-        );
+        assert_no_reply_metadata(&resp, body);
     }
-    assert_eq!(offsets, [0, 1, 2, 3, 4]);
 
+    // One partition, one write after the other: record i has payload i + 1.
     let r = read_back(broker.addr(), topic, 5).await;
-    assert_eq!(r[0].text(), "1");
+    let payloads: Vec<String> = r.iter().map(Record::text).collect();
+    assert_eq!(payloads, ["1", "2", "3", "4", "5"]);
+    // Besides the metadata entries, each record carries only a new traceparent.
+    for record in &r {
+        new_traceparent(record);
+    }
     assert_eq!(r[0].key_text().as_deref(), Some("pk-1"));
     assert_eq!(r[0].header("source").as_deref(), Some("web"));
     assert_eq!(r[0].header("partitionKey").as_deref(), Some("pk-1"));
-    assert_eq!(r[0].headers.len(), 2, "{:?}", r[0].headers);
+    assert_eq!(
+        header_names(&r[0]),
+        ["partitionKey", "source", "traceparent"]
+    );
 
     assert_eq!(r[1].key_text().as_deref(), Some("uk-2"));
     assert_eq!(r[1].header("__key").as_deref(), Some("uk-2"));
     assert_eq!(r[1].header("key").as_deref(), Some("k-2"));
-    assert_eq!(r[1].headers.len(), 2, "{:?}", r[1].headers);
+    assert_eq!(header_names(&r[1]), ["__key", "key", "traceparent"]);
 
     assert_eq!(r[2].key, None);
     assert_eq!(r[2].header("a").as_deref(), Some("1"));
     assert_eq!(r[2].header("b").as_deref(), Some("two words"));
     assert_eq!(r[2].header("c").as_deref(), Some(""));
-    assert_eq!(r[2].headers.len(), 3);
+    assert_eq!(header_names(&r[2]), ["a", "b", "c", "traceparent"]);
 
     assert_eq!(r[3].key, None);
-    assert!(r[3].headers.is_empty());
+    assert_eq!(header_names(&r[3]), ["traceparent"]);
 
     assert_eq!(r[4].key_text().as_deref(), Some("pk-5"));
     assert_eq!(r[4].header("partitionKey").as_deref(), Some("pk-5"));
     assert_eq!(r[4].header("__key").as_deref(), Some("uk-5"));
-    assert_eq!(r[4].headers.len(), 2, "{:?}", r[4].headers);
-    for (record, offset) in r.iter().zip(&offsets) {
-        assert_eq!(
-            record.offset, *offset,
-            "the reply names the record's offset"
-        );
-    }
+    assert_eq!(
+        header_names(&r[4]),
+        ["__key", "partitionKey", "traceparent"]
+    );
+    // Each write got its own trace.
+    let mut traces: Vec<String> = r.iter().map(traceparent).collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), r.len(), "{traces:?}");
     sidecar.stop().await;
 }
 
@@ -201,7 +296,6 @@ async fn hundred_sequential_posts_land_in_order() {
     let (broker, topic, sidecar) = orders_setup().await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
-    let mut last_offset = -1i64;
     for n in 0..100 {
         let resp = client
             .post(&url)
@@ -210,13 +304,7 @@ async fn hundred_sequential_posts_land_in_order() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 204, "post {n}");
-        let offset: i64 = resp.headers()["metadata.offset"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(offset > last_offset, "offset {offset} after {last_offset}");
-        last_offset = offset;
+        assert_no_reply_metadata(&resp, &format!("post {n}"));
     }
     let records = read_back(broker.addr(), topic, 100).await;
     let got: Vec<String> = records.iter().map(Record::text).collect();
@@ -487,27 +575,22 @@ async fn concurrent_posts_are_all_acknowledged_and_keys_pick_partitions() {
                 .await
                 .unwrap();
             assert_eq!(resp.status(), 204, "post {n}");
-            let header = |k: &str| resp.headers()[k].to_str().unwrap().parse::<i64>().unwrap();
-            (
-                n,
-                header("metadata.partition") as i32,
-                header("metadata.offset"),
-            )
+            assert_no_reply_metadata(&resp, &format!("post {n}"));
+            n
         }
     });
     let acked = futures::future::join_all(posts).await;
 
+    // The reply names no position: each post's payload is unique, so find it by that.
     let records = read_back(broker.addr(), topic, 60).await;
     assert_eq!(records.len(), 60);
-    for (n, partition, offset) in &acked {
-        let r = records
-            .iter()
-            .find(|r| r.partition == *partition && r.offset == *offset)
-            .unwrap_or_else(|| {
-                panic!("post {n} acknowledged at {partition}/{offset} is on the topic")
-            });
+    for n in &acked {
+        let mut found = records.iter().filter(|r| r.text() == n.to_string());
+        let r = found
+            .next()
+            .unwrap_or_else(|| panic!("acknowledged post {n} is on the topic"));
+        assert!(found.next().is_none(), "post {n} written once");
         let key = format!("customer-{}", n % 6);
-        assert_eq!(r.text(), n.to_string());
         assert_eq!(r.partition, fnv1a_partition(&key, 3), "{key}");
         assert_eq!(r.key_text(), Some(key));
     }
@@ -590,11 +673,7 @@ async fn keys_pick_the_fnv1a_partition_as_daprd() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 204, "{key}");
-        assert_eq!(
-            resp.headers()["metadata.partition"],
-            fnv1a_partition(key, 3).to_string().as_str(),
-            "the reply names the FNV-1a partition of {key}"
-        );
+        assert_no_reply_metadata(&resp, key);
     }
     let records = read_back(broker.addr(), topic, keys.len()).await;
     for (i, key) in keys.iter().enumerate() {
@@ -638,6 +717,7 @@ async fn exclude_header_meta_regex_keeps_metadata_out_of_the_headers() {
     assert_eq!(r[0].key_text().as_deref(), Some("pk"));
     assert_eq!(r[0].header("__key").as_deref(), Some("uk"));
     assert_eq!(r[0].header("keep").as_deref(), Some("yes"));
-    assert_eq!(r[0].headers.len(), 2, "{:?}", r[0].headers);
+    new_traceparent(&r[0]);
+    assert_eq!(header_names(&r[0]), ["__key", "keep", "traceparent"]);
     sidecar.stop().await;
 }

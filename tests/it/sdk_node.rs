@@ -21,7 +21,7 @@ fn node_script(args: &[&str]) -> Command {
 
 /// `client.binding.send('sample-topic', 'create', {orderId: 1}, {partitionKey: 'k1', ...})`
 /// through the given protocol puts one record with that key on the topic, every
-/// metadata entry a header (as daprd).
+/// metadata entry a header (as daprd), and gets daprd's empty reply.
 async fn client_send_produces_record(protocol: &str) {
     let broker = Broker::start();
     let topic = unique("node-orders");
@@ -57,7 +57,14 @@ async fn client_send_produces_record(protocol: &str) {
         "binding.send failed\n{}",
         app.transcript()
     );
-    assert_eq!(only_json_line(&app)["result"], "ok", "{}", app.transcript());
+    let out = only_json_line(&app);
+    assert_eq!(out["result"], "ok", "{}", app.transcript());
+    // As daprd, the reply names nothing of the record: an empty 204 over HTTP
+    // (the SDK hands back its empty body), no metadata over gRPC.
+    match protocol {
+        "grpc" => assert_eq!(out["response"]["metadata"], serde_json::json!({}), "{out}"),
+        _ => assert_eq!(out["response"], "", "{out}"),
+    }
 
     let brokers = broker.addr();
     let records = tokio::task::spawn_blocking(move || {
@@ -69,6 +76,38 @@ async fn client_send_produces_record(protocol: &str) {
     assert_eq!(records[0].key_text().as_deref(), Some("k1"));
     assert_eq!(records[0].header("source").as_deref(), Some("node"));
     assert_eq!(records[0].header("partitionKey").as_deref(), Some("k1"));
+    // As daprd, a new traceparent; over gRPC the call metadata are headers too
+    // (the SDK's transport is connect-es: its content type, agent and encodings).
+    crate::output_http::new_traceparent(&records[0]);
+    let names = crate::output_http::header_names(&records[0]);
+    match protocol {
+        "grpc" => {
+            assert_eq!(
+                records[0].header("content-type").as_deref(),
+                Some("application/grpc+proto")
+            );
+            assert_eq!(
+                records[0].header("dapr-authority"),
+                Some(format!("127.0.0.1:{port}"))
+            );
+            assert_eq!(
+                names,
+                [
+                    "content-type",
+                    "dapr-authority",
+                    "dapr-grpc-accept-encoding",
+                    "partitionKey",
+                    "source",
+                    "traceparent",
+                    "user-agent"
+                ],
+                "{:?}",
+                records[0].headers
+            );
+        }
+        // HTTP request headers are not record headers.
+        _ => assert_eq!(names, ["partitionKey", "source", "traceparent"]),
+    }
     sidecar.stop().await;
 }
 

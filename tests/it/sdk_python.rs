@@ -55,9 +55,14 @@ async fn invoke_binding_produces_record_with_key_and_header() {
     );
     let out = only_json_line(&app);
     assert_eq!(out["result"], "ok", "{}", app.transcript());
-    // The Kafka binding answers no data; its response metadata names the topic.
+    // As daprd: the Kafka binding answers no data and no metadata.
     assert_eq!(out["data"], "");
-    assert_eq!(out["metadata"]["topic"], topic.as_str());
+    assert_eq!(
+        out["metadata"],
+        serde_json::json!({}),
+        "{}",
+        app.transcript()
+    );
 
     // Read back with confluent-kafka: nothing of outrigger's Kafka client involved.
     let mut reader = python_script("read_topic.py");
@@ -79,9 +84,43 @@ async fn invoke_binding_produces_record_with_key_and_header() {
     assert_eq!(rec["headers"]["h"], "v");
     assert_eq!(rec["headers"]["partitionKey"], "k1", "{rec}");
     assert_eq!(rec["headers"]["key"], "not-the-key", "{rec}");
+    // And, as daprd, a new traceparent and the gRPC call metadata.
+    let tp = rec["headers"]["traceparent"].as_str().unwrap_or_default();
+    crate::output_http::assert_traceparent(tp);
+    assert!(
+        tp.ends_with("-00"),
+        "a new trace context is unsampled: {tp}"
+    );
+    assert_eq!(rec["headers"]["content-type"], "application/grpc", "{rec}");
     assert_eq!(
-        rec["headers"].as_object().map(|h| h.len()),
-        Some(3),
+        rec["headers"]["dapr-authority"],
+        format!("127.0.0.1:{}", sidecar.grpc_port()).as_str(),
+        "{rec}"
+    );
+    // grpc-python's `grpc-accept-encoding`, under daprd's `dapr-` prefix.
+    assert!(
+        rec["headers"]["dapr-grpc-accept-encoding"].is_string(),
+        "{rec}"
+    );
+    let agent = rec["headers"]["user-agent"].as_str().unwrap_or_default();
+    assert!(agent.starts_with("dapr-sdk-python/"), "{rec}");
+    let mut names: Vec<&str> = rec["headers"]
+        .as_object()
+        .map(|h| h.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "dapr-authority",
+            "dapr-grpc-accept-encoding",
+            "h",
+            "key",
+            "partitionKey",
+            "traceparent",
+            "user-agent"
+        ],
         "{rec}"
     );
     sidecar.stop().await;

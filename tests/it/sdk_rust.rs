@@ -1,8 +1,9 @@
 //! The official Rust SDK (crate `dapr` 0.20, client side) against outrigger,
 //! unchanged: `Client::from_options(...).invoke_binding` produces a record
-//! with key and headers, `get_metadata` lists the component, and the SDK's
-//! API-token interceptor is what the sidecar checks. Records are read back
-//! with an independent rdkafka consumer.
+//! with key and headers (its call metadata too, as daprd, but never the API
+//! token) and gets daprd's empty reply, `get_metadata` lists the component, and
+//! the SDK's API-token interceptor is what the sidecar checks. Records are read
+//! back with an independent rdkafka consumer.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use dapr::client::ClientOptions;
 
 use crate::common::*;
+use crate::output_http::{header_names, new_traceparent};
 
 async fn client(
     sidecar: &TestSidecar,
@@ -67,7 +69,8 @@ async fn rust_sdk_invokes_the_binding_and_reads_metadata() {
         )
         .await
         .expect("invoke_binding");
-    assert_eq!(resp.metadata.get("topic"), Some(&topic));
+    // As daprd: an empty reply, naming nothing of where the record went.
+    assert!(resp.metadata.is_empty(), "{:?}", resp.metadata);
     assert!(resp.data.is_empty());
 
     // An unknown binding is an error the SDK surfaces, naming the binding.
@@ -96,5 +99,33 @@ async fn rust_sdk_invokes_the_binding_and_reads_metadata() {
     assert_eq!(records[0].key_text().as_deref(), Some("k-rs"));
     assert_eq!(records[0].header("source").as_deref(), Some("rust-sdk"));
     assert_eq!(records[0].header("partitionKey").as_deref(), Some("k-rs"));
+    // As daprd: a new traceparent, and the call metadata as headers; the token
+    // the interceptor added authorised the call but is not written.
+    new_traceparent(&records[0]);
+    assert_eq!(
+        records[0].header("content-type").as_deref(),
+        Some("application/grpc")
+    );
+    assert_eq!(
+        records[0].header("dapr-authority"),
+        Some(format!("127.0.0.1:{}", sidecar.grpc_port()))
+    );
+    assert_eq!(
+        header_names(&records[0]),
+        [
+            "content-type",
+            "dapr-authority",
+            "partitionKey",
+            "source",
+            "traceparent",
+            "user-agent"
+        ],
+        "no dapr-api-token"
+    );
+    assert!(
+        !records[0].headers.values().any(|v| v == b"rs-token"),
+        "{:?}",
+        records[0].headers
+    );
     sidecar.stop().await;
 }

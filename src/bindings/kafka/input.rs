@@ -1,8 +1,10 @@
 //! Kafka input: one consumer-group member per component. Each assigned partition
 //! gets its own queue and worker, so partitions are delivered in parallel and
-//! each partition strictly in order. An offset is stored only after the app
-//! accepted the message (or it went to the dead-letter topic); revocation and
-//! shutdown wait for in-flight deliveries, within a bound, and commit.
+//! each partition strictly in order, or with `deliveryOrder: key` in order per
+//! key (`key_order`). An offset is stored only after the app accepted the
+//! message (or it went to the dead-letter topic), and never past one that is
+//! not; revocation and shutdown wait for in-flight deliveries, within a bound,
+//! and commit.
 //!
 //! The app gets daprd's event metadata: `__key` (when the record has one),
 //! `__topic`, `__partition`, `__offset`, `__timestamp`, then every header.
@@ -182,10 +184,10 @@ impl ConsumerContext for InputContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
-                tracing::warn!(binding.name = %self.shared.name, "offset commit failed: {e}");
-            }
+        if let Err(e) = result
+            && e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset)
+        {
+            tracing::warn!(binding.name = %self.shared.name, "offset commit failed: {e}");
         }
     }
 }
@@ -261,6 +263,8 @@ struct Received {
     offset: i64,
     key: Option<Bytes>,
     headers: Vec<(String, Option<Bytes>)>,
+    /// The record had no value: a dead-letter copy keeps it so.
+    tombstone: bool,
 }
 
 async fn run_partition(mut w: PartitionWorker) {
@@ -351,12 +355,18 @@ fn received(msg: &BorrowedMessage<'_>, topic: &Arc<str>, meta: &KafkaMetadata) -
             {
                 continue;
             }
-            metadata.insert(header.key.to_string(), text(header.value.unwrap_or_default()));
+            metadata.insert(
+                header.key.to_string(),
+                text(header.value.unwrap_or_default()),
+            );
         }
     }
     Received {
         event: BindingEvent {
-            data: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
+            // As daprd: a record without a value (a tombstone) reaches the app as `null`.
+            data: msg
+                .payload()
+                .map_or_else(|| Bytes::from_static(b"null"), Bytes::copy_from_slice),
             metadata,
             origin: Some(EventOrigin {
                 system: "kafka",
@@ -369,6 +379,7 @@ fn received(msg: &BorrowedMessage<'_>, topic: &Arc<str>, meta: &KafkaMetadata) -
         offset: msg.offset(),
         key,
         headers: raw,
+        tombstone: msg.payload().is_none(),
     }
 }
 
@@ -421,10 +432,10 @@ async fn deliver_until_done(w: &PartitionCtx, r: &Received) -> bool {
             Err(e) => e,
         };
         status.failed_attempts.fetch_add(1, Ordering::Relaxed);
-        if let Some(dl) = &meta.dead_letter {
-            if attempt >= dl.max_attempts {
-                return dead_letter(w, r, attempt, &error).await;
-            }
+        if let Some(dl) = &meta.dead_letter
+            && attempt >= dl.max_attempts
+        {
+            return dead_letter(w, r, attempt, &error).await;
         }
         tracing::warn!(offset = r.offset, attempt, retry_in = ?backoff, "delivery failed: {error}");
         status.set(
@@ -444,12 +455,7 @@ async fn deliver_until_done(w: &PartitionCtx, r: &Received) -> bool {
 
 /// Writes a poison message to the dead-letter topic, retrying until the broker
 /// acknowledges it; only then may the source offset move on.
-async fn dead_letter(
-    w: &PartitionCtx,
-    r: &Received,
-    attempts: u32,
-    error: &DeliveryError,
-) -> bool {
+async fn dead_letter(w: &PartitionCtx, r: &Received, attempts: u32, error: &DeliveryError) -> bool {
     let (Some(dl), Some(producer)) = (&w.shared.meta.dead_letter, &w.shared.dead_letter) else {
         return false;
     };
@@ -487,9 +493,11 @@ async fn dead_letter(
                 key: "outrigger-delivery-attempts",
                 value: Some(attempts_text.as_bytes()),
             });
-        let mut record = rdkafka::producer::FutureRecord::to(&dl.topic)
-            .payload(&r.event.data[..])
-            .headers(headers);
+        let mut record =
+            rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&dl.topic).headers(headers);
+        if !r.tombstone {
+            record = record.payload(&r.event.data[..]);
+        }
         if let Some(k) = &r.key {
             record = record.key(&k[..]);
         }

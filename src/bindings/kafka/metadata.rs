@@ -382,7 +382,10 @@ impl KafkaMetadata {
             Some(re) => match regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
                 Ok(re) => Some(HeaderFilter(re)),
                 Err(e) => {
-                    r.error("excludeHeaderMetaRegex", format!("not a valid regular expression: {e}"));
+                    r.error(
+                        "excludeHeaderMetaRegex",
+                        format!("not a valid regular expression: {e}"),
+                    );
                     None
                 }
             },
@@ -471,7 +474,10 @@ fn parse_delivery_order(r: &mut FieldReader<'_>) -> DeliveryOrder {
     };
     let given = r.str("maxInFlightPerPartition").is_some();
     if !key {
-        if given && r.str("deliveryOrder").is_none_or(|v| v.trim().eq_ignore_ascii_case("partition")) {
+        if given
+            && r.str("deliveryOrder")
+                .is_none_or(|v| v.trim().eq_ignore_ascii_case("partition"))
+        {
             r.error(
                 "maxInFlightPerPartition",
                 "needs `deliveryOrder: key`: in partition order one record per partition is in flight",
@@ -550,9 +556,7 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
         // Legacy field: authRequired "true" meant SASL password.
         (None, Some(req)) => match crate::config::parse_bool(req) {
             // As daprd: with a password it means SASL, without one mTLS.
-            Some(true) if r.str("saslPassword").is_some_and(|p| !p.is_empty()) => {
-                "password".into()
-            }
+            Some(true) if r.str("saslPassword").is_some_and(|p| !p.is_empty()) => "password".into(),
             Some(true) => "mtls".into(),
             Some(false) => "none".into(),
             None => {
@@ -602,18 +606,14 @@ fn parse_auth(r: &mut FieldReader<'_>) -> Auth {
         "oidc" | "oidc_private_key_jwt" | "awsiam" => {
             r.error(
                 "authType",
-                format!(
-                    "`{auth_type}` is not supported; use none, password, mtls or certificate"
-                ),
+                format!("`{auth_type}` is not supported; use none, password, mtls or certificate"),
             );
             Auth::None
         }
         other => {
             r.error(
                 "authType",
-                format!(
-                    "unknown authType {other:?}; expected none, password, mtls or certificate"
-                ),
+                format!("unknown authType {other:?}; expected none, password, mtls or certificate"),
             );
             Auth::None
         }
@@ -664,13 +664,21 @@ fn parse_tls(r: &mut FieldReader<'_>, auth: &Auth) -> Option<Tls> {
         }
         Auth::Mtls => {
             if disable_tls {
-                r.error("disableTls", "authType mtls needs TLS: disableTls cannot be true");
+                r.error(
+                    "disableTls",
+                    "authType mtls needs TLS: disableTls cannot be true",
+                );
             }
             if client_cert.is_some() != client_key.is_some() {
-                let missing = if client_cert.is_some() { "clientKey" } else { "clientCert" };
+                // Named at the one given, so the error points at a line of the file.
+                let (given, missing) = if client_cert.is_some() {
+                    ("clientCert", "clientKey")
+                } else {
+                    ("clientKey", "clientCert")
+                };
                 r.error(
-                    missing,
-                    "clientCert and clientKey are given together or not at all",
+                    given,
+                    format!("{missing} is missing: clientCert and clientKey are given together or not at all"),
                 );
             }
             Some(Tls {
@@ -682,7 +690,10 @@ fn parse_tls(r: &mut FieldReader<'_>, auth: &Auth) -> Option<Tls> {
         }
         Auth::Certificate => {
             if ca_cert.is_none() && r.str("caCert").is_none() {
-                r.error("caCert", "required for authType certificate (the CA to trust, PEM)");
+                r.error(
+                    "caCert",
+                    "required for authType certificate (the CA to trust, PEM)",
+                );
             }
             if disable_tls {
                 r.error(
@@ -730,4 +741,3 @@ fn pem_field(r: &mut FieldReader<'_>, field: &str, kind: &str) -> Option<String>
     }
     Some(v.to_string())
 }
-

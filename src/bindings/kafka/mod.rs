@@ -207,10 +207,10 @@ pub(crate) fn spawn_health_probe<F>(
                 continue;
             }
             let probe = probe.clone();
-            if let Ok(Ok(())) = tokio::task::spawn_blocking(probe).await {
-                if health.mark_up() {
-                    tracing::info!(binding.name = %binding, "Kafka brokers reachable again");
-                }
+            if let Ok(Ok(())) = tokio::task::spawn_blocking(probe).await
+                && health.mark_up()
+            {
+                tracing::info!(binding.name = %binding, "Kafka brokers reachable again");
             }
         }
     });

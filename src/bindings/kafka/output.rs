@@ -228,7 +228,9 @@ impl OutputBinding for KafkaOutput {
                     if partition.is_some()
                         && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) =>
                 {
-                    Err(self.partition_out_of_range(topic, partition.unwrap_or_default()).await)
+                    Err(self
+                        .partition_out_of_range(topic, partition.unwrap_or_default())
+                        .await)
                 }
                 Err((e, _)) => Err(self.map_error(e, topic)),
             }

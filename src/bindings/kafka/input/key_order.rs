@@ -39,7 +39,10 @@ pub(super) async fn run_partition(mut w: PartitionWorker) {
     let notify = Arc::new(Notify::new());
     let waker = notify.clone();
     w.queue.set_nonempty_callback(move || waker.notify_one());
-    tracing::debug!(max_in_flight = limit, "partition worker started (in order per key)");
+    tracing::debug!(
+        max_in_flight = limit,
+        "partition worker started (in order per key)"
+    );
     let mut window: Window<Received> = Window::new(limit);
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     'run: loop {
@@ -70,7 +73,8 @@ pub(super) async fn run_partition(mut w: PartitionWorker) {
                     let Some(next) = settle(&w, &mut window, result) else {
                         break 'run;
                     };
-                    if let Some(r) = next {
+                    // Once cancelled, the key's next record stays unsettled (and unstored).
+                    if let Some(r) = next.filter(|_| !w.ctx.cancel.is_cancelled()) {
                         spawn(&mut tasks, &w.ctx, r);
                     }
                     joined = tasks.try_join_next();
@@ -119,7 +123,9 @@ fn settle(
         Ok(_) => Some(None),
         Err(e) => {
             // Its key would wait forever: stop here, the offset stays below it.
-            tracing::error!("a delivery task failed: {e}; the partition stops until it is reassigned");
+            tracing::error!(
+                "a delivery task failed: {e}; the partition stops until it is reassigned"
+            );
             w.ctx.shared.status.set(
                 InputState::Error,
                 format!(
@@ -269,7 +275,7 @@ mod tests {
         assert_eq!(w.done(k("a").as_ref(), 10), Some(11), "a's next goes");
         assert_eq!((w.in_flight, w.waiting), (4, 0));
         assert_eq!(w.done(k("a").as_ref(), 11), None);
-        assert!(w.lanes.get(&k("a").unwrap()).is_none(), "a is free again");
+        assert!(!w.lanes.contains_key(&k("a").unwrap()), "a is free again");
         assert!(w.has_room());
     }
 
@@ -299,7 +305,11 @@ mod tests {
         w.take(k("a"), 9, ());
         w.take(k("b"), 10, ());
         w.done(k("b").as_ref(), 10);
-        assert_eq!(w.advance(), Some(8), "next to read is 9, the oldest open (8 was a gap)");
+        assert_eq!(
+            w.advance(),
+            Some(8),
+            "next to read is 9, the oldest open (8 was a gap)"
+        );
         w.done(k("a").as_ref(), 9);
         assert_eq!(w.advance(), Some(10));
     }
@@ -311,6 +321,10 @@ mod tests {
         w.take(k("b"), 3, ());
         w.take(k("c"), 4, ());
         w.done(k("a").as_ref(), 0);
-        assert_eq!(w.advance(), Some(2), "next to read is 3: 1 and 2 do not exist");
+        assert_eq!(
+            w.advance(),
+            Some(2),
+            "next to read is 3: 1 and 2 do not exist"
+        );
     }
 }

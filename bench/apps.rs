@@ -68,6 +68,7 @@ pub async fn measure_input(
     n: usize,
     protocol: &str,
     tag: &str,
+    extra: &[(&str, &str)],
     start_sidecar: impl FnOnce(&Path, u16) -> RunningSidecar,
 ) -> InputRun {
     let counter = Arc::new(Counter::default());
@@ -101,18 +102,14 @@ pub async fn measure_input(
     };
     let dir = tempfile::tempdir().unwrap();
     let group = format!("bench-{tag}-{protocol}-{}", std::process::id());
-    crate::component(
-        dir.path(),
-        "bench-in",
-        brokers,
-        topic,
-        &[
-            ("topics", topic),
-            ("consumerGroup", &group),
-            ("initialOffset", "oldest"),
-            ("direction", "input"),
-        ],
-    );
+    let mut meta = vec![
+        ("topics", topic),
+        ("consumerGroup", group.as_str()),
+        ("initialOffset", "oldest"),
+        ("direction", "input"),
+    ];
+    meta.extend_from_slice(extra);
+    crate::component(dir.path(), "bench-in", brokers, topic, &meta);
     let sidecar = start_sidecar(dir.path(), port);
     let pid = sidecar.pid();
     let cpu0 = crate::proc_stats::cpu_seconds(pid);

@@ -332,12 +332,17 @@ pub async fn warm_up(sidecar: &RunningSidecar) {
 
 /// Writes `n` records of `size` bytes, many in flight at once.
 pub async fn prefill(brokers: &str, topic: &str, n: usize, size: usize) {
+    prefill_keys(brokers, topic, n, size, 64).await
+}
+
+/// Writes `n` records of `size` bytes with `keys` distinct keys, round robin.
+pub async fn prefill_keys(brokers: &str, topic: &str, n: usize, size: usize, keys: usize) {
     let p = producer(brokers, 5);
     let body = vec![b'x'; size];
     let mut pending = futures::stream::FuturesUnordered::new();
     use futures::StreamExt;
     for i in 0..n {
-        let key = (i % 64).to_string();
+        let key = (i % keys).to_string();
         pending.push(
             p.send_result(FutureRecord::to(topic).payload(&body).key(&key))
                 .expect("enqueue"),

@@ -463,6 +463,7 @@ async fn run(o: Options) {
                 o.input_messages,
                 protocol,
                 c.name(),
+                &[],
                 |resources, port| sidecar::start(&bins, c, resources, Some((port, protocol))),
             )
             .await;
@@ -478,6 +479,34 @@ async fn run(o: Options) {
                 messages: o.input_messages,
             });
         }
+    }
+    // outrigger's key-ordered mode (no daprd equivalent): 1,000 distinct keys,
+    // up to 64 in flight per partition, against a direct consumer of the same topic.
+    if contenders.contains(&Contender::Outrigger) {
+        let keyed_topic = format!("bench-in-keys-{run_id}");
+        create_topic(&brokers, &keyed_topic, o.partitions).await;
+        load::prefill_keys(&brokers, &keyed_topic, o.input_messages, 100, 1000).await;
+        let direct_keyed = load::direct_consume(&brokers, &keyed_topic, o.input_messages).await;
+        let c = Contender::Outrigger;
+        let run = apps::measure_input(
+            &brokers,
+            &keyed_topic,
+            o.input_messages,
+            "grpc",
+            "outrigger-keys",
+            &[("deliveryOrder", "key"), ("maxInFlightPerPartition", "64")],
+            |resources, port| sidecar::start(&bins, c, resources, Some((port, "grpc"))),
+        )
+        .await;
+        r.push_input(InRow {
+            contender: Some(c),
+            app: "grpc (deliveryOrder key, 1,000 keys, 64 per partition)",
+            rate: run.rate,
+            direct: direct_keyed,
+            cpu_s: Some(run.cpu_s),
+            rss_peak_kb: Some(run.rss_peak_kb),
+            messages: o.input_messages,
+        });
     }
 
     r.set_footprint(foot);

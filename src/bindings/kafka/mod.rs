@@ -207,10 +207,15 @@ pub(crate) fn spawn_health_probe<F>(
                 continue;
             }
             let probe = probe.clone();
-            if let Ok(Ok(())) = tokio::task::spawn_blocking(probe).await
-                && health.mark_up()
-            {
-                tracing::info!(binding.name = %binding, "Kafka brokers reachable again");
+            match tokio::task::spawn_blocking(probe).await {
+                Ok(Ok(())) => {
+                    if health.mark_up() {
+                        tracing::info!(binding.name = %binding, "Kafka brokers reachable again");
+                    }
+                }
+                // Still unreachable: the state already says why.
+                Ok(Err(_)) => {}
+                Err(e) => tracing::warn!(binding.name = %binding, "broker probe failed: {e}"),
             }
         }
     });

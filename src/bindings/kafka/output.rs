@@ -25,6 +25,14 @@ pub struct KafkaOutput {
     stop_probe: CancellationToken,
 }
 
+impl Drop for KafkaOutput {
+    /// A binding dropped without `close` (a component replaced, a start that
+    /// failed half-way) stops its broker probe too.
+    fn drop(&mut self) {
+        self.stop_probe.cancel();
+    }
+}
+
 /// A producer for one component: durable writes (`acks=all`), bounded delivery time.
 pub(crate) fn producer(
     name: &str,

@@ -157,9 +157,14 @@ fn quick_benchmark_prints_every_table() {
         out.iter().all(|r| r["msgs_per_s"].as_f64().unwrap() > 0.0),
         "{doc}"
     );
-    assert_eq!(
-        doc["input"].as_array().unwrap().len(),
-        1 + 2 * contenders.len(),
+    // The direct consumer, each contender to a gRPC and an HTTP app, and
+    // outrigger's key-ordered mode.
+    let input = doc["input"].as_array().unwrap();
+    assert_eq!(input.len(), 1 + 2 * contenders.len() + 1, "{doc}");
+    assert!(
+        input.iter().any(|r| r["contender"] == "outrigger"
+            && r["app"].as_str().unwrap().contains("deliveryOrder key")
+            && r["msgs_per_s"].as_f64().unwrap() > 0.0),
         "{doc}"
     );
     assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::output_http::{header_names, new_traceparent};
+use crate::output_http::header_names;
 
 /// Runs grpcurl with `args` against `port` (the address goes before the method).
 async fn grpcurl(port: u16, before: &[&str], after: &[&str]) -> Output {
@@ -55,19 +55,7 @@ const DATA: &str = r#"{"orderId":7}"#;
 /// As daprd: grpc-go's call metadata becomes record headers (`:authority` as
 /// `dapr-authority`, `grpc-*` entries with a `dapr-` prefix), with a new traceparent.
 fn assert_grpcurl_call_headers(r: &Record, port: u16) {
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/grpc")
-    );
-    assert_eq!(
-        r.header("dapr-authority"),
-        Some(format!("127.0.0.1:{port}")),
-        "{:?}",
-        r.headers
-    );
-    let agent = r.header("user-agent").unwrap_or_default();
-    assert!(agent.starts_with("grpcurl/"), "user-agent {agent:?}");
-    new_traceparent(r);
+    crate::output_grpc::assert_call_headers_of(r, port, "grpcurl/");
 }
 
 fn invoke_json() -> String {

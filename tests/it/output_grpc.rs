@@ -51,6 +51,17 @@ fn assert_empty_reply(reply: &pb::InvokeBindingResponse) {
 /// `port`: as daprd, the request's metadata (`request`), plus every call
 /// metadata entry (`:authority` as `dapr-authority`) and a new traceparent.
 fn assert_tonic_call_headers(r: &Record, port: u16, request: &[&str]) {
+    assert_call_headers_of(r, port, "tonic/");
+    let mut want: Vec<&str> = request.to_vec();
+    want.extend(TONIC_CALL_HEADERS);
+    want.sort_unstable();
+    assert_eq!(header_names(r), want, "{:?}", r.headers);
+}
+
+/// The call metadata every gRPC client sends, as daprd writes it to the record:
+/// `content-type`, `:authority` as `dapr-authority`, the client's `user-agent`
+/// (starting with `agent`), and a new traceparent.
+pub fn assert_call_headers_of(r: &Record, port: u16, agent: &str) {
     assert_eq!(
         r.header("content-type").as_deref(),
         Some("application/grpc")
@@ -61,13 +72,9 @@ fn assert_tonic_call_headers(r: &Record, port: u16, request: &[&str]) {
         "{:?}",
         r.headers
     );
-    let agent = r.header("user-agent").unwrap_or_default();
-    assert!(agent.starts_with("tonic/"), "user-agent {agent:?}");
+    let got = r.header("user-agent").unwrap_or_default();
+    assert!(got.starts_with(agent), "user-agent {got:?}");
     new_traceparent(r);
-    let mut want: Vec<&str> = request.to_vec();
-    want.extend(TONIC_CALL_HEADERS);
-    want.sort_unstable();
-    assert_eq!(header_names(r), want, "{:?}", r.headers);
 }
 
 /// The call metadata a tonic client sends that ends up as record headers

@@ -99,12 +99,17 @@ pub enum RuntimeError {
     Config(#[from] ConfigErrors),
     #[error("{0}")]
     Otlp(#[from] crate::otlp::OtlpError),
-    #[error("component {name} failed to start: {source}")]
+    #[error("component {name} ({}) failed to start: {source}", file.display())]
     ComponentInit {
         name: String,
+        file: PathBuf,
         #[source]
         source: bindings::BindingError,
     },
+    #[error(
+        "APP_API_TOKEN is not a valid HTTP header value (visible ASCII, spaces and tabs only): it could not be sent to the app"
+    )]
+    AppToken,
     #[error("cannot listen on {addr} for the {api} API: {source}")]
     Bind {
         api: &'static str,
@@ -118,7 +123,7 @@ impl RuntimeError {
     /// The process exit code: 64 (EX_USAGE) for bad configuration, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RuntimeError::Config(_) | RuntimeError::Otlp(_) => 64,
+            RuntimeError::Config(_) | RuntimeError::Otlp(_) | RuntimeError::AppToken => 64,
             _ => 1,
         }
     }
@@ -143,20 +148,47 @@ impl Sidecar {
         let started = Instant::now();
         tracing::info!(app.id = %config.app_id, "starting outrigger {}", env!("CARGO_PKG_VERSION"));
 
+        if let Some(token) = &config.app_token
+            && http::HeaderValue::from_str(token).is_err()
+        {
+            // Sent on every call into the app: one it cannot carry would make
+            // every delivery fail with 401, retried forever.
+            return Err(RuntimeError::AppToken);
+        }
         let planned = load_components(&config)?;
         let mut outputs: HashMap<String, Arc<dyn OutputBinding>> = HashMap::new();
         let mut inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)> = Vec::new();
         let mut components = Vec::new();
+        let output_init = bindings::OutputInit {
+            max_in_flight: config.max_output_calls_in_flight,
+        };
+        // Every side of every component is built before the sidecar is ready:
+        // clients created, TLS material loaded. A failure stops the start-up
+        // (or, with `ignoreErrors`, skips the component).
         for p in planned {
             let name = p.component.name.clone();
-            let built = p.output().and_then(|o| p.input().map(|i| (o, i)));
+            let status = Arc::new(InputStatus::new(&name, &p.component.component_type));
+            let input_init = bindings::InputInit {
+                status: status.clone(),
+                grace: config.graceful_shutdown,
+            };
+            let built = p
+                .plan
+                .output(&name, output_init)
+                .and_then(|o| p.plan.input(&name, input_init).map(|i| (o, i)));
             let (output, input) = match built {
                 Ok(pair) => pair,
                 Err(source) if p.component.ignore_errors => {
                     tracing::warn!(component = %name, "component failed to start and is skipped (ignoreErrors): {source}");
                     continue;
                 }
-                Err(source) => return Err(RuntimeError::ComponentInit { name, source }),
+                Err(source) => {
+                    return Err(RuntimeError::ComponentInit {
+                        name,
+                        file: p.component.file.clone(),
+                        source,
+                    });
+                }
             };
             tracing::info!(component = %name, r#type = %p.component.component_type, output = output.is_some(), input = input.is_some(), "component loaded");
             let mut capabilities = Vec::new();
@@ -176,7 +208,6 @@ impl Sidecar {
                 outputs.insert(name.clone(), o);
             }
             if let Some(i) = input {
-                let status = Arc::new(InputStatus::new(&name, &p.component.component_type));
                 inputs.push((p, i, status));
             }
         }
@@ -312,7 +343,6 @@ impl Sidecar {
                     connect_app(AppWiring {
                         target,
                         channel_timeout: config.app_channel_timeout,
-                        grace: config.graceful_shutdown,
                         readiness: readiness.clone(),
                         outputs: state.outputs.clone(),
                         metrics: metrics.clone(),
@@ -467,7 +497,6 @@ async fn bind_all(
 struct AppWiring {
     target: AppTarget,
     channel_timeout: Duration,
-    grace: Duration,
     readiness: Arc<Readiness>,
     outputs: Arc<HashMap<String, Arc<dyn OutputBinding>>>,
     metrics: Arc<Metrics>,
@@ -505,9 +534,9 @@ async fn connect_app(w: AppWiring) {
     let asked: Vec<Wanted> = w
         .inputs
         .iter()
-        .filter(|(p, _, _)| !p.input_is_explicit())
+        .filter(|(p, _, _)| !p.plan.input_is_explicit())
         .filter_map(|(p, _, _)| {
-            p.input_route().map(|r| Wanted {
+            p.plan.input_route().map(|r| Wanted {
                 name: p.component.name.clone(),
                 route: r.to_string(),
             })
@@ -537,7 +566,7 @@ async fn connect_app(w: AppWiring) {
     let mut running = Vec::new();
     for (p, input, status) in w.inputs {
         let name = p.component.name.clone();
-        let app_name = if p.input_is_explicit() {
+        let app_name = if p.plan.input_is_explicit() {
             Some(name.clone())
         } else {
             served.get(&name).cloned()
@@ -549,7 +578,7 @@ async fn connect_app(w: AppWiring) {
         let sink = Arc::new(AppSink {
             binding: name.clone(),
             app_name,
-            route: p.input_route().unwrap_or(&name).to_string(),
+            route: p.plan.input_route().unwrap_or(&name).to_string(),
             channel: channel.clone(),
             outputs: w.outputs.clone(),
             concurrency: w.concurrency.clone(),
@@ -558,9 +587,7 @@ async fn connect_app(w: AppWiring) {
         });
         let span = tracing::info_span!("input", binding.name = %name);
         running.push(tokio::spawn(
-            input
-                .run(sink, status, w.stop.clone(), w.grace)
-                .instrument(span),
+            input.run(sink, w.stop.clone()).instrument(span),
         ));
     }
     for r in running {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use chrono::{Local, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::bindings::{BindingEvent, BoxFuture, EventSink, InputBinding};
+use crate::bindings::{
+    BindingError, BindingEvent, BindingPlan, BindingType, BoxFuture, EventSink, InputBinding,
+    InputInit, OutputBinding, OutputInit,
+};
 use crate::config::{Component, ConfigError, FieldReader, parse_duration};
 use crate::status::{InputState, InputStatus};
 
@@ -55,10 +58,7 @@ impl CronMetadata {
                 false
             }
         };
-        let route = r
-            .str("route")
-            .map(|s| s.trim_start_matches('/').to_string())
-            .unwrap_or_else(|| component.name.clone());
+        let route = crate::bindings::read_route(&mut r, &component.name);
         r.finish(CronMetadata {
             schedule,
             schedule_text: text,
@@ -150,29 +150,67 @@ impl Schedule {
     }
 }
 
+/// `bindings.cron` in the registry.
+pub struct CronType;
+
+impl BindingType for CronType {
+    fn name(&self) -> &'static str {
+        "bindings.cron"
+    }
+
+    fn plan(&self, component: &Component) -> Result<Box<dyn BindingPlan>, Vec<ConfigError>> {
+        Ok(Box::new(CronMetadata::parse(component)?))
+    }
+}
+
+impl BindingPlan for CronMetadata {
+    fn input_route(&self) -> Option<&str> {
+        Some(&self.route)
+    }
+
+    fn input_is_explicit(&self) -> bool {
+        self.direction_explicit
+    }
+
+    fn output(
+        &self,
+        _name: &str,
+        _init: OutputInit,
+    ) -> Result<Option<Arc<dyn OutputBinding>>, BindingError> {
+        Ok(None)
+    }
+
+    fn input(
+        &self,
+        name: &str,
+        init: InputInit,
+    ) -> Result<Option<Box<dyn InputBinding>>, BindingError> {
+        Ok(Some(Box::new(CronInput {
+            name: name.to_string(),
+            meta: self.clone(),
+            status: init.status,
+        })))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 pub struct CronInput {
     name: String,
     meta: CronMetadata,
-}
-
-impl CronInput {
-    pub fn new(name: &str, meta: CronMetadata) -> Self {
-        CronInput {
-            name: name.to_string(),
-            meta,
-        }
-    }
+    status: Arc<InputStatus>,
 }
 
 impl InputBinding for CronInput {
     fn run(
         self: Box<Self>,
         sink: Arc<dyn EventSink>,
-        status: Arc<InputStatus>,
         shutdown: CancellationToken,
-        _grace: Duration,
     ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
+            let status = self.status.clone();
             status.set(
                 InputState::Subscribed,
                 format!("schedule {}", self.meta.schedule_text),

@@ -1,5 +1,6 @@
 //! Binding components: one small object-safe trait each for output and input,
-//! and [`plan`], the one place that maps a component's `spec.type` to code.
+//! and [`REGISTRY`], the one place that maps a component's `spec.type` to its
+//! [`BindingType`].
 
 pub mod cron;
 pub mod kafka;
@@ -137,82 +138,87 @@ pub trait EventSink: Send + Sync {
 }
 
 /// An input binding: reads events and delivers each through the sink.
+///
+/// It is built whole before the sidecar reports ready (clients created, TLS
+/// material loaded); `run` only subscribes and consumes.
 pub trait InputBinding: Send {
-    /// Runs until `shutdown` is cancelled, then finishes in-flight work within `grace`.
+    /// Runs until `shutdown` is cancelled, then finishes in-flight work within
+    /// the grace period it was built with.
     fn run(
         self: Box<Self>,
         sink: Arc<dyn EventSink>,
-        status: Arc<InputStatus>,
         shutdown: CancellationToken,
-        grace: Duration,
     ) -> BoxFuture<'static, ()>;
 }
 
+/// What building an output side may need from the sidecar.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputInit {
+    /// Output calls the sidecar lets in flight at once: a client-side queue
+    /// needs no more room than this.
+    pub max_in_flight: usize,
+}
+
+/// What building an input side needs from the sidecar.
+#[derive(Clone)]
+pub struct InputInit {
+    /// Where the binding reports its state (`/v1.0/metadata`, metrics).
+    pub status: Arc<InputStatus>,
+    /// How long a stop waits for in-flight deliveries.
+    pub grace: Duration,
+}
+
+/// One binding type: the code behind one `spec.type`. Adding a type is one
+/// folder (or file) implementing this and one line in [`REGISTRY`].
+pub trait BindingType: Sync {
+    /// The `spec.type` it serves, e.g. `bindings.kafka`.
+    fn name(&self) -> &'static str;
+    /// Reads and checks a component's metadata, once, at load time.
+    fn plan(&self, component: &Component) -> Result<Box<dyn BindingPlan>, Vec<ConfigError>>;
+}
+
+/// A component's typed metadata, checked; it knows what the type offers.
+pub trait BindingPlan: Send + Sync + std::fmt::Debug {
+    /// The route input events are posted to (HTTP) and the name they carry;
+    /// `None` when the component has no input side.
+    fn input_route(&self) -> Option<&str>;
+    /// Whether the component says `direction: input`, which skips asking the app.
+    fn input_is_explicit(&self) -> bool;
+    /// Builds the output side, if the component has one.
+    fn output(
+        &self,
+        name: &str,
+        init: OutputInit,
+    ) -> Result<Option<Arc<dyn OutputBinding>>, BindingError>;
+    /// Builds the input side, if the component has one.
+    fn input(
+        &self,
+        name: &str,
+        init: InputInit,
+    ) -> Result<Option<Box<dyn InputBinding>>, BindingError>;
+    /// The typed metadata, for tests and tools that know the type.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Every binding type outrigger serves.
+pub static REGISTRY: &[&dyn BindingType] = &[&kafka::KafkaType, &cron::CronType];
+
+/// The `spec.type` names of [`REGISTRY`].
+pub fn supported_types() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|t| t.name())
+}
+
 /// A component whose type and metadata were checked at load time.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Planned {
     pub component: Component,
-    pub spec: Spec,
+    pub plan: Box<dyn BindingPlan>,
 }
-
-/// Typed metadata, one variant per supported `spec.type`.
-#[derive(Debug, Clone)]
-pub enum Spec {
-    Kafka(Arc<kafka::KafkaMetadata>),
-    Cron(cron::CronMetadata),
-}
-
-pub const SUPPORTED_TYPES: &[&str] = &["bindings.kafka", "bindings.cron"];
 
 impl Planned {
-    /// The route input events are posted to (HTTP) and the name they carry.
-    pub fn input_route(&self) -> Option<&str> {
-        match &self.spec {
-            Spec::Kafka(m) => m.is_input().then_some(m.route.as_str()),
-            Spec::Cron(m) => Some(m.route.as_str()),
-        }
-    }
-
-    /// The messaging system input events come from (`messaging.system` of exported spans).
-    pub fn messaging_system(&self) -> Option<&'static str> {
-        match &self.spec {
-            Spec::Kafka(_) => Some("kafka"),
-            Spec::Cron(_) => None,
-        }
-    }
-
-    /// Whether the component says `direction: input`, which skips asking the app.
-    pub fn input_is_explicit(&self) -> bool {
-        match &self.spec {
-            Spec::Kafka(m) => m.direction.explicit && m.direction.input,
-            Spec::Cron(m) => m.direction_explicit,
-        }
-    }
-
-    /// Builds the output side, if the component has one.
-    pub fn output(&self) -> Result<Option<Arc<dyn OutputBinding>>, BindingError> {
-        match &self.spec {
-            Spec::Kafka(m) if m.is_output() => Ok(Some(Arc::new(kafka::KafkaOutput::new(
-                &self.component.name,
-                m.clone(),
-            )?))),
-            Spec::Kafka(_) | Spec::Cron(_) => Ok(None),
-        }
-    }
-
-    /// Builds the input side, if the component has one.
-    pub fn input(&self) -> Result<Option<Box<dyn InputBinding>>, BindingError> {
-        match &self.spec {
-            Spec::Kafka(m) if m.is_input() => Ok(Some(Box::new(kafka::KafkaInput::new(
-                &self.component.name,
-                m.clone(),
-            )))),
-            Spec::Kafka(_) => Ok(None),
-            Spec::Cron(m) => Ok(Some(Box::new(cron::CronInput::new(
-                &self.component.name,
-                m.clone(),
-            )))),
-        }
+    /// The typed metadata, when the component is of the type that has `T`.
+    pub fn metadata<T: 'static>(&self) -> Option<&T> {
+        self.plan.as_any().downcast_ref()
     }
 }
 
@@ -221,18 +227,18 @@ pub fn plan(components: Vec<Component>) -> (Vec<Planned>, Vec<ConfigError>) {
     let mut planned = Vec::new();
     let mut errors = Vec::new();
     for component in components {
-        let parsed = match component.component_type.as_str() {
-            "bindings.kafka" => check_version(&component).and_then(|()| {
-                kafka::KafkaMetadata::parse(&component).map(|m| Spec::Kafka(Arc::new(m)))
-            }),
-            "bindings.cron" => check_version(&component)
-                .and_then(|()| cron::CronMetadata::parse(&component).map(Spec::Cron)),
-            other => {
+        let kind = REGISTRY
+            .iter()
+            .find(|t| t.name() == component.component_type);
+        let parsed = match kind {
+            Some(kind) => check_version(&component).and_then(|()| kind.plan(&component)),
+            None => {
                 let e = component.error(
                     Some("spec.type"),
                     format!(
-                        "unsupported component type {other:?}; outrigger serves {}",
-                        SUPPORTED_TYPES.join(", ")
+                        "unsupported component type {:?}; outrigger serves {}",
+                        component.component_type,
+                        supported_types().collect::<Vec<_>>().join(", ")
                     ),
                 );
                 if component.ignore_errors {
@@ -243,7 +249,7 @@ pub fn plan(components: Vec<Component>) -> (Vec<Planned>, Vec<ConfigError>) {
             }
         };
         match parsed {
-            Ok(spec) => planned.push(Planned { component, spec }),
+            Ok(plan) => planned.push(Planned { component, plan }),
             Err(errs) if component.ignore_errors => {
                 for e in errs {
                     tracing::warn!(component = %component.name, "{e} (component skipped: ignoreErrors is true)");
@@ -253,6 +259,27 @@ pub fn plan(components: Vec<Component>) -> (Vec<Planned>, Vec<ConfigError>) {
         }
     }
     (planned, errors)
+}
+
+/// Reads `route` (default: the component's name) and checks that it makes a
+/// valid HTTP path: a route the app channel cannot send to would fail every
+/// delivery, so it is refused at load time.
+pub fn read_route(r: &mut crate::config::FieldReader<'_>, default: &str) -> String {
+    let route = r
+        .str("route")
+        .map(|s| s.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| default.to_string());
+    let path = format!("/{route}");
+    match path.parse::<http::uri::PathAndQuery>() {
+        Ok(pq) if pq.as_str() == path && !path.contains('#') => {}
+        _ => r.error(
+            "route",
+            format!(
+                "{route:?} is not a valid HTTP path (percent-encode spaces and other characters outside RFC 3986)"
+            ),
+        ),
+    }
+    route
 }
 
 fn check_version(c: &Component) -> Result<(), Vec<ConfigError>> {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use outrigger::bindings::kafka::{Auth, DeadLetter, InitialOffset, KafkaMetadata, SaslMechanism};
-use outrigger::bindings::{self, Planned, Spec};
+use outrigger::bindings::{self, Planned, cron::CronMetadata};
 use outrigger::config::{self, ConfigError};
 
 use crate::common::*;
@@ -580,10 +580,9 @@ fn planned<'a>(planned: &'a [Planned], name: &str) -> &'a Planned {
 }
 
 fn kafka<'a>(all: &'a [Planned], name: &str) -> &'a KafkaMetadata {
-    match &planned(all, name).spec {
-        Spec::Kafka(m) => m,
-        other => panic!("{name} is not kafka: {other:?}"),
-    }
+    let p = planned(all, name);
+    p.metadata::<KafkaMetadata>()
+        .unwrap_or_else(|| panic!("{name} is not kafka: {:?}", p.plan))
 }
 
 fn names(planned: &[Planned]) -> BTreeSet<&str> {
@@ -646,7 +645,7 @@ fn good_folder_loads_with_typed_metadata() {
 
     let payments = kafka(&all, "payments");
     assert!(payments.direction.explicit && payments.direction.input && payments.direction.output);
-    assert!(planned(&all, "payments").input_is_explicit());
+    assert!(planned(&all, "payments").plan.input_is_explicit());
     assert_eq!(payments.route, "pay");
     assert_eq!(payments.publish_topic.as_deref(), Some("payments-out"));
     match &payments.auth {
@@ -667,13 +666,14 @@ fn good_folder_loads_with_typed_metadata() {
         Duration::from_secs(20)
     );
 
-    match &planned(&all, "ticker").spec {
-        Spec::Cron(m) => {
+    let ticker = planned(&all, "ticker");
+    match ticker.metadata::<CronMetadata>() {
+        Some(m) => {
             assert_eq!(m.schedule_text, "@every 15s");
             assert!(m.direction_explicit);
             assert_eq!(m.route, "ticker");
         }
-        other => panic!("ticker: {other:?}"),
+        None => panic!("ticker: {:?}", ticker.plan),
     }
     assert_eq!(
         planned(&all, "ticker").component.file.file_name().unwrap(),

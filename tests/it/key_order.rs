@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use outrigger::bindings::{self, Spec};
+use outrigger::bindings::{self, kafka::KafkaMetadata};
 use outrigger::config::{self, ConfigError};
 
 use crate::common::*;
@@ -720,9 +720,9 @@ fn plan(items: &[(&str, &str)]) -> (Vec<bindings::Planned>, Vec<ConfigError>) {
 fn in_flight_of(items: &[(&str, &str)]) -> (bool, u32) {
     let (planned, errors) = plan(items);
     assert!(errors.is_empty(), "{errors:?}");
-    match &planned[0].spec {
-        Spec::Kafka(m) => (m.key_ordered(), m.max_in_flight_per_partition()),
-        other => panic!("not kafka: {other:?}"),
+    match planned[0].metadata::<KafkaMetadata>() {
+        Some(m) => (m.key_ordered(), m.max_in_flight_per_partition()),
+        None => panic!("not kafka: {:?}", planned[0].plan),
     }
 }
 

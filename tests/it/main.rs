@@ -37,4 +37,5 @@ mod sdk_python;
 mod sdk_rust;
 mod secrets;
 mod signals;
+mod start_whole;
 mod trace;

@@ -28,7 +28,8 @@ use tracing::Instrument;
 use super::metadata::InitialOffset;
 use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config};
 use crate::bindings::{
-    BindingEvent, BoxFuture, DeliveryError, EventOrigin, EventSink, InputBinding, OriginAttributes,
+    BindingError, BindingEvent, BoxFuture, DeliveryError, EventOrigin, EventSink, InputBinding,
+    InputInit, OriginAttributes,
 };
 use crate::status::{InputState, InputStatus};
 
@@ -36,16 +37,70 @@ mod key_order;
 
 type Consumer_ = BaseConsumer<InputContext>;
 
+/// A consumer-group member, built whole (dead-letter producer and consumer
+/// created, TLS material loaded) before the sidecar is ready; [`InputBinding::run`]
+/// subscribes.
 pub struct KafkaInput {
-    name: String,
-    meta: Arc<KafkaMetadata>,
+    consumer: Arc<Consumer_>,
 }
 
 impl KafkaInput {
-    pub fn new(name: &str, meta: Arc<KafkaMetadata>) -> Self {
-        KafkaInput {
+    pub fn new(
+        name: &str,
+        meta: Arc<KafkaMetadata>,
+        init: InputInit,
+    ) -> Result<Self, BindingError> {
+        let health = Arc::new(BrokerHealth::default());
+        let dead_letter = match &meta.dead_letter {
+            None => None,
+            Some(_) => Some(
+                super::output::producer(name, &meta, health.clone(), None).map_err(|e| {
+                    BindingError::Backend {
+                        context: format!("cannot create the dead-letter producer of {name}"),
+                        source: Box::new(e),
+                    }
+                })?,
+            ),
+        };
+        let shared = Arc::new(Shared {
             name: name.to_string(),
-            meta,
+            meta: meta.clone(),
+            sink: OnceLock::new(),
+            status: init.status,
+            health: health.clone(),
+            dead_letter,
+            runtime: tokio::runtime::Handle::current(),
+            drain: init.grace,
+        });
+        let context = InputContext {
+            client: KafkaContext {
+                binding: name.to_string(),
+                brokers: meta.brokers.clone(),
+                health,
+            },
+            consumer: OnceLock::new(),
+            shared,
+            workers: Mutex::new(HashMap::new()),
+        };
+        let consumer: Arc<Consumer_> = consumer_config(name, &meta, init.grace)
+            .create_with_context(context)
+            .map(Arc::new)
+            .map_err(|e| BindingError::Backend {
+                context: format!("cannot create the Kafka consumer of {name}"),
+                source: Box::new(e),
+            })?;
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+        Ok(KafkaInput { consumer })
+    }
+}
+
+impl Drop for KafkaInput {
+    /// A consumer never run (the app does not serve the binding) is closed off
+    /// the async runtime: closing waits for librdkafka's threads.
+    fn drop(&mut self) {
+        let consumer = self.consumer.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || drop(consumer));
         }
     }
 }
@@ -54,7 +109,8 @@ impl KafkaInput {
 struct Shared {
     name: String,
     meta: Arc<KafkaMetadata>,
-    sink: Arc<dyn EventSink>,
+    /// Set once by `run`, before the subscription: no worker exists before it.
+    sink: OnceLock<Arc<dyn EventSink>>,
     status: Arc<InputStatus>,
     /// Down from "all brokers down" until the brokers answer again.
     health: Arc<BrokerHealth>,
@@ -414,7 +470,10 @@ async fn deliver_until_done(w: &PartitionCtx, r: &Received) -> bool {
     loop {
         attempt += 1;
         // An in-flight delivery is allowed to finish: revocation and shutdown wait for it.
-        let result = w.shared.sink.deliver(&r.event).await;
+        let Some(sink) = w.shared.sink.get() else {
+            return false;
+        };
+        let result = sink.deliver(&r.event).await;
         let error = match result {
             Ok(()) => {
                 status.delivered.fetch_add(1, Ordering::Relaxed);
@@ -574,62 +633,19 @@ impl InputBinding for KafkaInput {
     fn run(
         self: Box<Self>,
         sink: Arc<dyn EventSink>,
-        status: Arc<InputStatus>,
         shutdown: CancellationToken,
-        grace: Duration,
     ) -> BoxFuture<'static, ()> {
+        let consumer = self.consumer.clone();
+        // `self` is dropped now: `consumer` is the last handle but the context's.
+        drop(self);
         Box::pin(async move {
-            let name = self.name.clone();
-            let meta = self.meta.clone();
-            let health = Arc::new(BrokerHealth::default());
-            let dead_letter = match &meta.dead_letter {
-                None => None,
-                Some(_) => match super::output::producer(&name, &meta, health.clone()) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::error!(binding.name = %name, "cannot create the dead-letter producer: {e}");
-                        status.set(
-                            InputState::Error,
-                            format!("cannot create the dead-letter producer: {e}"),
-                        );
-                        return;
-                    }
-                },
-            };
-            let shared = Arc::new(Shared {
-                name: name.clone(),
-                meta: meta.clone(),
-                sink,
-                status: status.clone(),
-                health: health.clone(),
-                dead_letter,
-                runtime: tokio::runtime::Handle::current(),
-                drain: grace,
-            });
-            let context = InputContext {
-                client: KafkaContext {
-                    binding: name.clone(),
-                    brokers: meta.brokers.clone(),
-                    health,
-                },
-                consumer: OnceLock::new(),
-                shared: shared.clone(),
-                workers: Mutex::new(HashMap::new()),
-            };
-            let consumer: Arc<Consumer_> = match consumer_config(&name, &meta, grace)
-                .create_with_context(context)
-            {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    tracing::error!(binding.name = %name, "cannot create the Kafka consumer: {e}");
-                    status.set(
-                        InputState::Error,
-                        format!("cannot create the Kafka consumer: {e}"),
-                    );
-                    return;
-                }
-            };
-            let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+            let shared = consumer.context().shared.clone();
+            let (name, meta, status) = (
+                shared.name.clone(),
+                shared.meta.clone(),
+                shared.status.clone(),
+            );
+            let _ = shared.sink.set(sink);
             let topics: Vec<&str> = meta.topics.iter().map(String::as_str).collect();
             if let Err(e) = consumer.subscribe(&topics) {
                 tracing::error!(binding.name = %name, "cannot subscribe to {topics:?}: {e}");
@@ -643,9 +659,11 @@ impl InputBinding for KafkaInput {
             // a revocation may block it while deliveries drain.
             let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
             let thread_name = format!("kafka-{name}");
+            let thread_status = status.clone();
             let spawned = std::thread::Builder::new()
                 .name(thread_name)
                 .spawn(move || {
+                    let status = thread_status;
                     poll_main_queue(&consumer, &shutdown, &status);
                     consumer.context().stop_workers(None);
                     commit(&consumer, &consumer.context().shared.name);
@@ -661,7 +679,11 @@ impl InputBinding for KafkaInput {
                     tracing::info!(binding.name = %name, "consumer closed");
                 }
                 Err(e) => {
-                    tracing::error!(binding.name = %name, "cannot start the consumer thread: {e}")
+                    tracing::error!(binding.name = %name, "cannot start the consumer thread: {e}");
+                    status.set(
+                        InputState::Error,
+                        format!("cannot start the consumer thread: {e}"),
+                    );
                 }
             }
         })

@@ -391,10 +391,7 @@ impl KafkaMetadata {
             },
         };
 
-        let route = r
-            .str("route")
-            .map(|s| s.trim_start_matches('/').to_string())
-            .unwrap_or_else(|| name.clone());
+        let route = crate::bindings::read_route(r, &name);
 
         let meta = KafkaMetadata {
             brokers,

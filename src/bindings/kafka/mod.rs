@@ -11,6 +11,77 @@ pub use metadata::{
 };
 pub use output::KafkaOutput;
 
+use std::sync::Arc;
+
+use crate::bindings::{
+    BindingError, BindingPlan, BindingType, InputBinding, InputInit, OutputBinding, OutputInit,
+};
+use crate::config::{Component, ConfigError};
+
+/// `bindings.kafka` in the registry.
+pub struct KafkaType;
+
+impl BindingType for KafkaType {
+    fn name(&self) -> &'static str {
+        "bindings.kafka"
+    }
+
+    fn plan(&self, component: &Component) -> Result<Box<dyn BindingPlan>, Vec<ConfigError>> {
+        Ok(Box::new(KafkaPlan(Arc::new(KafkaMetadata::parse(
+            component,
+        )?))))
+    }
+}
+
+/// A Kafka component's checked metadata.
+#[derive(Debug)]
+struct KafkaPlan(Arc<KafkaMetadata>);
+
+impl BindingPlan for KafkaPlan {
+    fn input_route(&self) -> Option<&str> {
+        self.0.is_input().then_some(self.0.route.as_str())
+    }
+
+    fn input_is_explicit(&self) -> bool {
+        self.0.direction.explicit && self.0.direction.input
+    }
+
+    fn output(
+        &self,
+        name: &str,
+        init: OutputInit,
+    ) -> Result<Option<Arc<dyn OutputBinding>>, BindingError> {
+        if !self.0.is_output() {
+            return Ok(None);
+        }
+        // Listed as an output binding, as daprd lists it, but with nothing
+        // to write to there is no producer to build.
+        if self.0.publish_topic.is_none() {
+            return Ok(Some(Arc::new(output::NoTopicOutput::new(name))));
+        }
+        Ok(Some(Arc::new(KafkaOutput::new(
+            name,
+            self.0.clone(),
+            init,
+        )?)))
+    }
+
+    fn input(
+        &self,
+        name: &str,
+        init: InputInit,
+    ) -> Result<Option<Box<dyn InputBinding>>, BindingError> {
+        if !self.0.is_input() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(KafkaInput::new(name, self.0.clone(), init)?)))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        &*self.0
+    }
+}
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 

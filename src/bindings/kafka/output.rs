@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::metadata::HeaderFilter;
 use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config, spawn_health_probe};
-use crate::bindings::{BindingError, BoxFuture, InvokeRequest, InvokeResponse, OutputBinding};
+use crate::bindings::{
+    BindingError, BoxFuture, InvokeRequest, InvokeResponse, OutputBinding, OutputInit,
+};
 
 const OPERATIONS: &[&str] = &["create"];
 
@@ -34,12 +36,22 @@ impl Drop for KafkaOutput {
 }
 
 /// A producer for one component: durable writes (`acks=all`), bounded delivery time.
+/// `queue_bound`, when given, caps the records librdkafka holds for sending;
+/// the output-call cap already bounds them, so the default (100,000 records
+/// or 1 GiB) would only hide a leak.
 pub(crate) fn producer(
     name: &str,
     meta: &KafkaMetadata,
     health: Arc<BrokerHealth>,
+    queue_bound: Option<usize>,
 ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
     let mut config = client_config(name, meta);
+    if let Some(n) = queue_bound {
+        config.set(
+            "queue.buffering.max.messages",
+            n.clamp(1, 10_000_000).to_string(),
+        );
+    }
     config
         .set("acks", "all")
         .set(
@@ -64,12 +76,18 @@ pub(crate) fn producer(
 }
 
 impl KafkaOutput {
-    pub fn new(name: &str, meta: Arc<KafkaMetadata>) -> Result<Self, BindingError> {
+    pub fn new(
+        name: &str,
+        meta: Arc<KafkaMetadata>,
+        init: OutputInit,
+    ) -> Result<Self, BindingError> {
         let health = Arc::new(BrokerHealth::default());
         let producer =
-            producer(name, &meta, health.clone()).map_err(|e| BindingError::Backend {
-                context: format!("cannot create the Kafka producer for {name}"),
-                source: Box::new(e),
+            producer(name, &meta, health.clone(), Some(init.max_in_flight)).map_err(|e| {
+                BindingError::Backend {
+                    context: format!("cannot create the Kafka producer for {name}"),
+                    source: Box::new(e),
+                }
             })?;
         let stop_probe = CancellationToken::new();
         let probe_producer = producer.clone();
@@ -271,5 +289,42 @@ impl OutputBinding for KafkaOutput {
 
     fn destination(&self) -> Option<&str> {
         self.topic.as_deref()
+    }
+}
+
+/// A Kafka component without `publishTopic`: listed as an output binding, as
+/// daprd lists it, but it builds no producer, and every call is refused.
+pub(crate) struct NoTopicOutput {
+    name: String,
+}
+
+impl NoTopicOutput {
+    pub fn new(name: &str) -> Self {
+        NoTopicOutput {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl OutputBinding for NoTopicOutput {
+    fn operations(&self) -> &'static [&'static str] {
+        OPERATIONS
+    }
+
+    fn invoke(&self, _req: InvokeRequest) -> BoxFuture<'_, Result<InvokeResponse, BindingError>> {
+        Box::pin(async move {
+            Err(BindingError::Rejected(format!(
+                "binding {} has no publishTopic: it cannot produce",
+                self.name
+            )))
+        })
+    }
+
+    fn close(&self, _timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn messaging_system(&self) -> Option<&'static str> {
+        Some("kafka")
     }
 }

@@ -1,0 +1,271 @@
+//! A sidecar starts whole or not at all: every declared component is built and
+//! checked before the API listens (input bindings included), a failure stops the
+//! start with exit 64 (configuration) or 1 (start-up), and `ignoreErrors: true`
+//! skips only the component that failed.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use outrigger::runtime::{RuntimeError, Sidecar};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// A CA that passes the PEM shape check but that TLS cannot load (`\\n`:
+/// written into a double-quoted YAML scalar, where it is a line break).
+const UNUSABLE_CA: &str =
+    "-----BEGIN CERTIFICATE-----\\nbm90IGEgY2VydGlmaWNhdGU=\\n-----END CERTIFICATE-----";
+
+/// A Kafka component; brokers are never reached by these tests.
+fn kafka(name: &str, items: &[(&str, &str)]) -> String {
+    kafka_component(name, "127.0.0.1:9", items)
+}
+
+fn cron(name: &str, route: Option<&str>) -> String {
+    let mut doc = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: bindings.cron\n  version: v1\n  metadata:\n  - name: schedule\n    value: \"@every 1h\"\n"
+    );
+    if let Some(r) = route {
+        doc.push_str(&format!("  - name: route\n    value: {r:?}\n"));
+    }
+    doc
+}
+
+async fn start(
+    docs: &[String],
+    tweak: impl FnOnce(&mut outrigger::runtime::SidecarConfig),
+) -> (
+    Result<Sidecar, RuntimeError>,
+    CancellationToken,
+    tempfile::TempDir,
+) {
+    init_logs();
+    let dir = components_dir(docs);
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let shutdown = CancellationToken::new();
+    (
+        Sidecar::start(config, shutdown.clone()).await,
+        shutdown,
+        dir,
+    )
+}
+
+fn err(result: Result<Sidecar, RuntimeError>) -> RuntimeError {
+    match result {
+        Ok(_) => panic!("the sidecar started"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn a_route_that_is_not_an_http_path_is_refused_at_load() {
+    let docs = [
+        kafka(
+            "orders",
+            &[
+                ("topics", "t"),
+                ("consumerGroup", "g"),
+                ("route", "orders in"),
+            ],
+        ),
+        cron("ticks", Some("every\ttick")),
+    ];
+    let (result, _stop, _dir) = start(&docs, |_| {}).await;
+    let e = err(result);
+    assert_eq!(e.exit_code(), 64, "{e}");
+    let text = e.to_string();
+    for want in [
+        "component \"orders\"",
+        "component \"ticks\"",
+        "field \"route\"",
+        "\"orders in\" is not a valid HTTP path",
+        "component-0.yaml:",
+        "component-1.yaml:",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+
+    // The same routes, percent-encoded, load and are served.
+    let docs = [
+        kafka(
+            "orders",
+            &[
+                ("topics", "t"),
+                ("consumerGroup", "g"),
+                ("route", "/orders%20in"),
+            ],
+        ),
+        cron("ticks", Some("every-tick")),
+    ];
+    let (result, stop, _dir) = start(&docs, |_| {}).await;
+    let sidecar = result.expect("valid routes load");
+    stop.cancel();
+    sidecar.wait().await;
+}
+
+#[tokio::test]
+async fn an_app_token_that_cannot_be_sent_is_refused() {
+    let (result, _stop, _dir) = start(&[cron("ticks", None)], |c| {
+        c.app_token = Some("line\nbreak".into());
+    })
+    .await;
+    let e = err(result);
+    assert!(matches!(e, RuntimeError::AppToken), "{e:?}");
+    assert_eq!(e.exit_code(), 64);
+    assert!(e.to_string().contains("APP_API_TOKEN"), "{e}");
+    // The token itself is never echoed.
+    assert!(!e.to_string().contains("line"), "{e}");
+}
+
+#[test]
+fn the_binary_exits_64_on_an_app_token_it_cannot_send_and_never_listens() {
+    let dir = components_dir(&[cron("ticks", None)]);
+    let output = Command::new(outrigger_bin())
+        .args(["sidecar", "--app-id", "a", "--resources-path"])
+        .arg(dir.path())
+        .args(["--dapr-http-port", "0", "--dapr-grpc-port", "0"])
+        .args(["--dapr-listen-addresses", "127.0.0.1"])
+        .env("APP_API_TOKEN", "tab\tand\u{1}control")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(64), "{all}");
+    assert!(
+        all.contains("APP_API_TOKEN is not a valid HTTP header value"),
+        "{all}"
+    );
+    assert!(!all.contains("API listening"), "{all}");
+}
+
+#[tokio::test]
+async fn an_input_binding_whose_consumer_cannot_be_built_fails_the_start() {
+    let input = |name: &str, extra: &[(&str, &str)]| {
+        let mut items = vec![
+            ("topics", "t"),
+            ("consumerGroup", "g"),
+            ("direction", "input"),
+            ("authType", "certificate"),
+            ("caCert", UNUSABLE_CA),
+        ];
+        items.extend_from_slice(extra);
+        kafka(name, &items)
+    };
+    // Input only: before, the consumer was created only once the app was up,
+    // and the sidecar reported ready with a binding that could never consume.
+    let (result, _stop, _dir) = start(&[input("secure-in", &[])], |c| {
+        c.app_port = Some(free_port())
+    })
+    .await;
+    let e = err(result);
+    assert_eq!(e.exit_code(), 1, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("component secure-in (")
+            && text.contains("component-0.yaml) failed to start"),
+        "{text}"
+    );
+    assert!(text.contains("Kafka consumer"), "{text}");
+    assert!(text.contains("ssl.ca.pem"), "{text}");
+
+    // With a dead-letter topic, its producer is built first, and named.
+    let (result, _stop, _dir) =
+        start(&[input("secure-in", &[("deadLetterTopic", "dlq")])], |_| {}).await;
+    let text = err(result).to_string();
+    assert!(text.contains("dead-letter producer"), "{text}");
+}
+
+#[tokio::test]
+async fn ignore_errors_skips_only_the_component_that_cannot_start() {
+    let broken = kafka(
+        "secure-in",
+        &[
+            ("topics", "t"),
+            ("consumerGroup", "g"),
+            ("direction", "input"),
+            ("authType", "certificate"),
+            ("caCert", UNUSABLE_CA),
+        ],
+    )
+    .replace("spec:\n", "spec:\n  ignoreErrors: true\n");
+    assert!(broken.contains("ignoreErrors: true"), "{broken}");
+    let (result, stop, _dir) = start(&[broken, cron("ticks", None)], |_| {}).await;
+    let sidecar = result.expect("the broken component is skipped");
+    let metadata: serde_json::Value = reqwest::get(format!(
+        "http://127.0.0.1:{}/v1.0/metadata",
+        sidecar.http_port()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = metadata["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ticks"], "{metadata:#}");
+    stop.cancel();
+    sidecar.wait().await;
+}
+
+/// librdkafka's threads of a process (`rdk:main`, `rdk:broker…`), by name.
+fn rdkafka_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("rdk:"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_output_without_publish_topic_builds_no_producer() {
+    // The control: with a topic, the producer's threads exist once the API listens.
+    let with = components_dir(&[kafka("out", &[("publishTopic", "t")])]);
+    let sidecar = SidecarProc::builder(with.path()).start();
+    assert!(rdkafka_threads(sidecar.pid()) > 0, "a producer has threads");
+    drop(sidecar);
+
+    let without = components_dir(&[kafka("out", &[])]);
+    let sidecar = SidecarProc::builder(without.path()).start();
+    assert_eq!(rdkafka_threads(sidecar.pid()), 0, "no producer, no threads");
+    // Still listed as an output binding, as daprd lists it; a call is refused.
+    let client = reqwest::Client::new();
+    let metadata: serde_json::Value = client
+        .get(format!("{}/v1.0/metadata", sidecar.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["components"][0]["capabilities"],
+        serde_json::json!(["OUTPUT_BINDING"]),
+        "{metadata:#}"
+    );
+    let reply = client
+        .post(format!("{}/v1.0/bindings/out", sidecar.http()))
+        .body(r#"{"operation":"create","data":"x"}"#)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 500);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_INVOKE_OUTPUT_BINDING", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no publishTopic"),
+        "{body}"
+    );
+}

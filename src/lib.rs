@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod runtime;
 pub mod status;
+pub mod tasks;
 
 pub use runtime::{RuntimeError, Sidecar, SidecarConfig, run_until_signal as run_sidecar};
 

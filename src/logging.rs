@@ -1,7 +1,15 @@
 //! Log set-up: human-readable lines, or JSON lines shaped like daprd's
 //! (`time`, `level`, `type`, `msg`, `scope`, `app_id`, `instance`, `ver`).
+//!
+//! Log lines and the launcher's app output go to stdout through [`console`]:
+//! one thread of its own writes them, so that a paused terminal or a slow pipe
+//! never blocks the async runtime (and with it Kafka delivery). When its
+//! buffer is full, lines are dropped and counted (`outrigger_log_lines_dropped_total`).
 
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
+
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -36,7 +44,7 @@ pub fn init(level: &str, json: bool, app_id: &str) {
                         app_id: app_id.to_string(),
                         instance: hostname(),
                     })
-                    .with_writer(std::io::stdout),
+                    .with_writer(console().clone()),
             )
             .try_init()
     } else {
@@ -45,12 +53,49 @@ pub fn init(level: &str, json: bool, app_id: &str) {
                 tracing_subscriber::fmt::layer()
                     .with_target(false)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                    .with_writer(std::io::stdout),
+                    .with_writer(console().clone()),
             )
             .try_init()
     };
     // A second init (tests starting several sidecars) keeps the first subscriber.
     let _ = result;
+}
+
+/// Lines the stdout thread may hold before it drops new ones.
+const CONSOLE_LINES: usize = 64 * 1024;
+
+static CONSOLE: OnceLock<NonBlocking> = OnceLock::new();
+static CONSOLE_GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// The process's stdout, written by a thread of its own; each write is one line.
+pub fn console() -> &'static NonBlocking {
+    CONSOLE.get_or_init(|| {
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(CONSOLE_LINES)
+            .thread_name("outrigger-stdout")
+            .finish(std::io::stdout());
+        *CONSOLE_GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        writer
+    })
+}
+
+/// Lines dropped because stdout did not keep up.
+pub fn dropped_lines() -> u64 {
+    CONSOLE
+        .get()
+        .map_or(0, |c| c.error_counter().dropped_lines() as u64)
+}
+
+/// Writes what the stdout thread still holds (waiting at most about a
+/// second); called before the process exits.
+pub fn flush() {
+    drop(
+        CONSOLE_GUARD
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
 }
 
 fn hostname() -> String {

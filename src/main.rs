@@ -28,6 +28,7 @@ fn main() {
             run_async(args.sidecar.worker_threads, outrigger::launcher::run(args))
         }
     };
+    outrigger::logging::flush();
     std::process::exit(code);
 }
 

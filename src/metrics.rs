@@ -89,6 +89,8 @@ pub struct Metrics {
     outputs: HashMap<String, (String, OutputMetrics)>,
     app_channel: HashMap<String, Arc<AppChannelMetrics>>,
     inputs: Vec<Arc<InputStatus>>,
+    /// Sidecar tasks (API servers, the app channel) that panicked or ended early.
+    pub task_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
                 .map(|s| (s.name.clone(), Arc::new(AppChannelMetrics::default())))
                 .collect(),
             inputs: inputs.to_vec(),
+            task_failures: AtomicU64::new(0),
         }
     }
 
@@ -201,6 +204,42 @@ impl Metrics {
                 "outrigger_input_binding_dead_lettered_total{{app_id=\"{app}\",component=\"{}\"}} {}",
                 escape(&s.name),
                 s.dead_lettered
+            );
+        }
+        help(
+            &mut out,
+            "outrigger_log_lines_dropped_total",
+            "counter",
+            "Log and app output lines dropped because stdout did not keep up.",
+        );
+        let _ = writeln!(
+            out,
+            "outrigger_log_lines_dropped_total{{app_id=\"{app}\"}} {}",
+            crate::logging::dropped_lines()
+        );
+        help(
+            &mut out,
+            "outrigger_task_failures_total",
+            "counter",
+            "Sidecar tasks (API servers, the app channel) that panicked or ended early.",
+        );
+        let _ = writeln!(
+            out,
+            "outrigger_task_failures_total{{app_id=\"{app}\"}} {}",
+            self.task_failures.load(Ordering::Relaxed)
+        );
+        help(
+            &mut out,
+            "outrigger_input_binding_task_failures_total",
+            "counter",
+            "Tasks of the input binding (consumer, partition workers) that panicked or ended early.",
+        );
+        for s in &inputs {
+            let _ = writeln!(
+                out,
+                "outrigger_input_binding_task_failures_total{{app_id=\"{app}\",component=\"{}\"}} {}",
+                escape(&s.name),
+                s.task_failures
             );
         }
         help(
@@ -358,5 +397,30 @@ mod tests {
         ), "{text}");
         assert!(text.contains("success=\"false\"} 1"), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+
+    #[test]
+    fn task_failures_are_counted_per_binding_and_for_the_sidecar() {
+        let input = Arc::new(InputStatus::new("in", "bindings.kafka"));
+        let m = Metrics::new("app", &[], std::slice::from_ref(&input));
+        input.task_failed("the worker of partition t[0] panicked: boom; stopped");
+        m.task_failures.fetch_add(2, Ordering::Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "outrigger_input_binding_task_failures_total{app_id=\"app\",component=\"in\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("outrigger_task_failures_total{app_id=\"app\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "outrigger_input_binding_up{app_id=\"app\",component=\"in\",state=\"error\"} 0"
+            ),
+            "{text}"
+        );
     }
 }

@@ -136,7 +136,8 @@ pub struct Sidecar {
     http_addrs: Vec<SocketAddr>,
     grpc_addrs: Vec<SocketAddr>,
     metrics_addrs: Vec<SocketAddr>,
-    task: JoinHandle<()>,
+    /// The lifecycle; `true` when every task it owns ended cleanly.
+    task: JoinHandle<bool>,
 }
 
 impl Sidecar {
@@ -272,29 +273,29 @@ impl Sidecar {
             .collect();
 
         let stop_servers = CancellationToken::new();
-        let mut servers = Vec::new();
+        let mut servers = tokio::task::JoinSet::new();
         let router = api::http::router(state.clone());
         let limits = api::http::ServerLimits::default();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         // Separate from the HTTP slots: one API cannot starve the other.
         let grpc_slots = Arc::new(Semaphore::new(limits.max_connections));
         for listener in http_listeners {
-            servers.push(tokio::spawn(api::http::serve(
+            servers.spawn(api::http::serve(
                 listener,
                 router.clone(),
                 stop_servers.clone(),
                 limits,
                 slots.clone(),
-            )));
+            ));
         }
         for listener in grpc_listeners {
-            servers.push(tokio::spawn(api::grpc::serve(
+            servers.spawn(api::grpc::serve(
                 state.clone(),
                 listener,
                 stop_servers.clone(),
                 limits,
                 grpc_slots.clone(),
-            )));
+            ));
         }
         let mut metrics_addrs = Vec::new();
         if let Some(port) = config.metrics_port {
@@ -303,13 +304,13 @@ impl Sidecar {
                 Ok(listeners) => {
                     for listener in listeners {
                         metrics_addrs.extend(listener.local_addr().ok());
-                        servers.push(tokio::spawn(api::http::serve(
+                        servers.spawn(api::http::serve(
                             listener,
                             api::http::metrics_router(metrics.clone()),
                             stop_servers.clone(),
                             limits,
                             slots.clone(),
-                        )));
+                        ));
                     }
                 }
                 Err(e) => tracing::warn!("metrics are off: {e}"),
@@ -411,7 +412,22 @@ impl Sidecar {
 
     /// Waits until the sidecar has fully stopped.
     pub async fn wait(self) {
-        let _ = self.task.await;
+        let _ = self.wait_clean().await;
+    }
+
+    /// Waits until the sidecar has fully stopped; `false` when a task it owns
+    /// (an API server, the app channel) failed, which makes the exit code 1.
+    pub async fn wait_clean(self) -> bool {
+        match self.task.await {
+            Ok(clean) => clean,
+            Err(e) => {
+                tracing::error!(
+                    "the sidecar's lifecycle {}",
+                    crate::tasks::join_error_message(e)
+                );
+                false
+            }
+        }
     }
 }
 
@@ -563,7 +579,9 @@ async fn connect_app(w: AppWiring) {
         }
     }
 
-    let mut running = Vec::new();
+    // The input bindings are owned here: each one that ends before the stop
+    // (a panic, an early return) is logged and shown, never forgotten.
+    let mut running = tokio::task::JoinSet::new();
     for (p, input, status) in w.inputs {
         let name = p.component.name.clone();
         let app_name = if p.plan.input_is_explicit() {
@@ -586,12 +604,47 @@ async fn connect_app(w: AppWiring) {
             tracer: w.tracer.clone(),
         });
         let span = tracing::info_span!("input", binding.name = %name);
-        running.push(tokio::spawn(
-            input.run(sink, w.stop.clone()).instrument(span),
-        ));
+        let run = input.run(sink, w.stop.clone());
+        let stop = w.stop.clone();
+        running.spawn(
+            async move {
+                let result = crate::tasks::catch_panic(run).await;
+                input_ended(&name, &status, result, stop.is_cancelled());
+            }
+            .instrument(span),
+        );
     }
-    for r in running {
-        let _ = r.await;
+    while let Some(joined) = running.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(
+                "an input binding task failed: {}",
+                crate::tasks::join_error_message(e)
+            );
+        }
+    }
+}
+
+/// Books how an input binding's run ended: a panic or an end before the stop
+/// is an error, shown in its status and counted.
+fn input_ended(name: &str, status: &InputStatus, result: Result<(), String>, stopping: bool) {
+    match result {
+        Err(why) => {
+            tracing::error!(binding.name = %name, "the input binding {why}");
+            status.task_failed(format!("the input binding {why}"));
+        }
+        Ok(()) if stopping => {}
+        Ok(()) => match status.state() {
+            // Said why already (e.g. it could not subscribe).
+            InputState::Error => {
+                tracing::warn!(binding.name = %name, "the input binding ended before the sidecar stopped")
+            }
+            // Ended on purpose (a schedule with no further firing).
+            InputState::Stopped => tracing::info!(binding.name = %name, "the input binding ended"),
+            _ => {
+                tracing::error!(binding.name = %name, "the input binding ended before the sidecar stopped");
+                status.task_failed("the input binding ended before the sidecar stopped");
+            }
+        },
     }
 }
 
@@ -602,7 +655,8 @@ struct Lifecycle {
     inputs_stop: CancellationToken,
     app_task: Option<JoinHandle<()>>,
     stop_servers: CancellationToken,
-    servers: Vec<JoinHandle<()>>,
+    /// The API servers (HTTP, gRPC, metrics), one per listener.
+    servers: tokio::task::JoinSet<()>,
     exporter: Option<crate::otlp::Exporter>,
 }
 
@@ -610,8 +664,23 @@ struct Lifecycle {
 /// deliveries, commit), servers (stop accepting, finish in-flight requests),
 /// then outputs and exported spans (both flush, side by side). All within the
 /// grace period.
-async fn lifecycle(l: Lifecycle) {
-    l.shutdown.cancelled().await;
+async fn lifecycle(mut l: Lifecycle) -> bool {
+    // A server that ends before the stop (a panic) leaves an API unserved: the
+    // sidecar stops, with exit code 1, rather than pretend to be healthy.
+    let mut clean = true;
+    tokio::select! {
+        _ = l.shutdown.cancelled() => {}
+        Some(joined) = l.servers.join_next() => {
+            let why = match joined {
+                Ok(()) => "ended".to_string(),
+                Err(e) => crate::tasks::join_error_message(e),
+            };
+            tracing::error!("an API server {why} before the sidecar stopped: shutting down");
+            l.state.metrics.task_failures.fetch_add(1, Ordering::Relaxed);
+            clean = false;
+            l.shutdown.cancel();
+        }
+    }
     let deadline = tokio::time::Instant::now() + l.grace;
     tracing::info!(grace = ?l.grace, "shutting down gracefully");
     l.state.readiness.app.store(false, Ordering::Release);
@@ -619,15 +688,38 @@ async fn lifecycle(l: Lifecycle) {
     l.inputs_stop.cancel();
     if let Some(task) = l.app_task {
         // Consumers bound their own drain by the same deadline.
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!("input bindings did not stop within the grace period");
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => tracing::warn!("input bindings did not stop within the grace period"),
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "the app channel task {}",
+                    crate::tasks::join_error_message(e)
+                );
+                l.state
+                    .metrics
+                    .task_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                clean = false;
+            }
+            Ok(Ok(())) => {}
         }
     }
 
     l.stop_servers.cancel();
-    let drain = futures::future::join_all(l.servers);
-    if tokio::time::timeout_at(deadline, drain).await.is_err() {
-        tracing::warn!("in-flight API requests did not finish within the grace period");
+    let drain = async {
+        let mut failed = false;
+        while let Some(joined) = l.servers.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!("an API server {}", crate::tasks::join_error_message(e));
+                failed = true;
+            }
+        }
+        failed
+    };
+    match tokio::time::timeout_at(deadline, drain).await {
+        Err(_) => tracing::warn!("in-flight API requests did not finish within the grace period"),
+        Ok(true) => clean = false,
+        Ok(false) => {}
     }
 
     // What is left of the one deadline (none once it passed: every write that
@@ -646,6 +738,7 @@ async fn lifecycle(l: Lifecycle) {
     )
     .await;
     tracing::info!("outrigger stopped");
+    clean
 }
 
 /// Runs a sidecar until SIGINT, SIGTERM or an API shutdown; returns the exit code.
@@ -660,8 +753,7 @@ pub async fn run_until_signal(config: SidecarConfig) -> i32 {
         }
     };
     cancel_on_signals(shutdown.clone());
-    sidecar.wait().await;
-    0
+    if sidecar.wait_clean().await { 0 } else { 1 }
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM and exits the process on
@@ -675,6 +767,7 @@ pub fn cancel_on_signals(shutdown: CancellationToken) {
         signals.recv().await;
         tracing::warn!("second signal: exiting without waiting for the drain to finish");
         eprintln!("outrigger: second signal, exiting now");
+        crate::logging::flush();
         std::process::exit(1);
     });
 }
@@ -746,5 +839,45 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_binding_that_panics_or_ends_early_is_shown_and_counted() {
+        let s = InputStatus::new("in", "bindings.kafka");
+        s.set(InputState::Subscribed, "1 partition(s) assigned");
+        input_ended("in", &s, Err("panicked: boom".into()), false);
+        let snap = s.snapshot();
+        assert_eq!(snap.state, InputState::Error);
+        assert_eq!(snap.detail, "the input binding panicked: boom");
+        assert_eq!(snap.task_failures, 1);
+        assert_eq!(
+            snap.last_task_failure.as_deref(),
+            Some("the input binding panicked: boom")
+        );
+
+        // Ended while still subscribed, before any stop: a failure too.
+        let s = InputStatus::new("in", "bindings.kafka");
+        s.set(InputState::Subscribed, "");
+        input_ended("in", &s, Ok(()), false);
+        assert_eq!(s.snapshot().task_failures, 1);
+        assert_eq!(s.state(), InputState::Error);
+
+        // Ended on purpose (a schedule without further firing), or by the stop: none.
+        for (state, stopping) in [(InputState::Stopped, false), (InputState::Subscribed, true)] {
+            let s = InputStatus::new("in", "bindings.cron");
+            s.set(state, "");
+            input_ended("in", &s, Ok(()), stopping);
+            assert_eq!(s.snapshot().task_failures, 0, "{state:?}");
+            assert_eq!(s.state(), state);
+        }
+        // A panic during the stop is still one.
+        let s = InputStatus::new("in", "bindings.kafka");
+        input_ended("in", &s, Err("panicked".into()), true);
+        assert_eq!(s.snapshot().task_failures, 1);
     }
 }

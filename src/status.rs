@@ -40,6 +40,10 @@ pub struct InputStatus {
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Tasks of this binding that panicked or ended early.
+    pub task_failures: AtomicU64,
+    /// What the last of them said, shown until the binding is restarted.
+    last_task_failure: Mutex<Option<String>>,
     /// (topic, partition) → messages not yet accepted by the app, from the consumer's statistics.
     lag: Mutex<Vec<((String, i32), i64)>>,
 }
@@ -62,6 +66,8 @@ pub struct InputSnapshot {
     pub delivered: u64,
     pub failed_attempts: u64,
     pub dead_lettered: u64,
+    pub task_failures: u64,
+    pub last_task_failure: Option<String>,
 }
 
 impl InputStatus {
@@ -77,6 +83,8 @@ impl InputStatus {
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            task_failures: AtomicU64::new(0),
+            last_task_failure: Mutex::new(None),
             lag: Mutex::new(Vec::new()),
         }
     }
@@ -88,6 +96,18 @@ impl InputStatus {
 
     pub fn lag(&self) -> Vec<((String, i32), i64)> {
         self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Books a task of this binding that panicked or ended early: counted,
+    /// kept as the last failure, and the binding shows `error` with it.
+    pub fn task_failed(&self, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.task_failures.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_task_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(detail.clone());
+        self.set(InputState::Error, detail);
     }
 
     pub fn set(&self, state: InputState, detail: impl Into<String>) {
@@ -139,6 +159,12 @@ impl InputStatus {
             delivered: self.delivered.load(Ordering::Relaxed),
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            task_failures: self.task_failures.load(Ordering::Relaxed),
+            last_task_failure: self
+                .last_task_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -647,6 +647,7 @@ async fn metadata(State(state): State<Arc<ApiState>>) -> Response {
             json!({
                 "name": s.name, "type": s.component_type, "state": s.state.as_str(), "detail": s.detail,
                 "delivered": s.delivered, "failedAttempts": s.failed_attempts, "deadLettered": s.dead_lettered,
+                "taskFailures": s.task_failures, "lastTaskFailure": s.last_task_failure,
             })
         })
         .collect();

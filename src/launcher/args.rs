@@ -33,7 +33,10 @@ impl KnownFlags {
             return known;
         };
         for arg in run.get_arguments().filter(|a| !a.is_positional()) {
-            let takes_value = arg.get_action().takes_values();
+            // A flag whose value is optional (`--enable-metrics`, `=false` to
+            // turn it off) never takes the next token, as Go's bool flags.
+            let takes_value = arg.get_action().takes_values()
+                && arg.get_num_args().is_none_or(|n| n.min_values() > 0);
             for long in arg
                 .get_long()
                 .into_iter()
@@ -221,6 +224,30 @@ mod tests {
             Command::Run(r) => r,
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_flag_with_an_optional_value_does_not_take_the_next_flag() {
+        let (l, a) = split(&[
+            "--enable-metrics",
+            "--metrics-port",
+            "0",
+            "--enable-metrics=false",
+            "sh",
+        ]);
+        assert_eq!(
+            l,
+            [
+                "--enable-metrics",
+                "--metrics-port",
+                "0",
+                "--enable-metrics=false"
+            ]
+        );
+        assert_eq!(a, ["sh"]);
+        let r = run_args(&["--enable-metrics", "--metrics-port", "0", "--", "sh"]);
+        assert_eq!(r.sidecar.metrics_port, 0);
+        assert!(r.sidecar.enable_metrics);
     }
 
     #[test]

@@ -114,15 +114,14 @@ impl LineSink for Prefix {
 }
 
 /// Writes one line to stdout in one call, so that concurrent writers do not
-/// interleave within a line; stdout is line-buffered, so it is flushed at once.
+/// interleave within a line, through the log's stdout thread: a paused
+/// terminal never blocks the runtime, and lines keep their order with the logs.
 pub fn print_line(line: &str) {
-    let mut out = std::io::stdout().lock();
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
     text.push('\n');
     // A closed stdout (the reader went away) must not take the launcher down.
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    let _ = crate::logging::console().clone().write_all(text.as_bytes());
 }
 
 /// A running child in its own process group.

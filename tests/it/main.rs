@@ -12,6 +12,7 @@ mod broker_faults;
 mod broker_restart;
 mod config_errors;
 mod conformance;
+mod console;
 mod cron;
 mod deploy;
 mod group_failover;

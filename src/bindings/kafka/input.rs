@@ -71,6 +71,7 @@ impl KafkaInput {
             dead_letter,
             runtime: tokio::runtime::Handle::current(),
             drain: init.grace,
+            failed: CancellationToken::new(),
         });
         let context = InputContext {
             client: KafkaContext {
@@ -118,6 +119,20 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// How long a revocation or shutdown waits for in-flight deliveries.
     drain: Duration,
+    /// Cancelled when a task of this binding failed: the consumer stops, as at
+    /// shutdown (in-flight deliveries finish, stored offsets are committed).
+    failed: CancellationToken,
+}
+
+impl Shared {
+    /// A partition worker or delivery task panicked or could not go on: its
+    /// partition would stall with nobody to tell, so the whole binding stops,
+    /// committing only what the app accepted, and shows `error` with the cause.
+    fn task_failed(&self, what: &str, why: &str) {
+        tracing::error!(binding.name = %self.name, "{what} {why}; the input binding stops (nothing unaccepted is committed)");
+        self.status.task_failed(format!("{what} {why}; stopped"));
+        self.failed.cancel();
+    }
 }
 
 struct Worker {
@@ -206,14 +221,11 @@ impl ConsumerContext for InputContext {
                         fenced: fenced.clone(),
                         _done: done_tx,
                     };
+                    let what = format!("the worker of partition {}[{}]", key.0, key.1);
                     if self.shared.meta.key_ordered() {
-                        self.shared
-                            .runtime
-                            .spawn(key_order::run_partition(worker).instrument(span));
+                        self.supervise(what, key_order::run_partition(worker), span);
                     } else {
-                        self.shared
-                            .runtime
-                            .spawn(run_partition(worker).instrument(span));
+                        self.supervise(what, run_partition(worker), span);
                     }
                     workers.insert(
                         key,
@@ -249,6 +261,24 @@ impl ConsumerContext for InputContext {
 }
 
 impl InputContext {
+    /// Spawns a partition worker, owned by this binding: a panic stops the binding.
+    fn supervise(
+        &self,
+        what: String,
+        worker: impl std::future::Future<Output = ()> + Send + 'static,
+        span: tracing::Span,
+    ) {
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(
+            async move {
+                if let Err(why) = crate::tasks::catch_panic(worker).await {
+                    shared.task_failed(&what, &why);
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     /// Cancels the workers of `keys` (all when `None`) and waits, within the drain
     /// bound, until each has finished the delivery it had in flight.
     fn stop_workers(&self, keys: Option<&[(String, i32)]>) {
@@ -668,7 +698,10 @@ impl InputBinding for KafkaInput {
                     consumer.context().stop_workers(None);
                     commit(&consumer, &consumer.context().shared.name);
                     consumer.unsubscribe();
-                    status.set(InputState::Stopped, "");
+                    // A failed binding keeps showing why it stopped.
+                    if !consumer.context().shared.failed.is_cancelled() {
+                        status.set(InputState::Stopped, "");
+                    }
                     // Dropping the last handle closes the consumer: it leaves the group.
                     drop(consumer);
                     let _ = finished_tx.send(());
@@ -694,7 +727,8 @@ fn poll_main_queue(consumer: &Arc<Consumer_>, shutdown: &CancellationToken, stat
     let name = &consumer.context().shared.name;
     let mut last_error: Option<(String, Instant)> = None;
     let mut last_probe = Instant::now();
-    while !shutdown.is_cancelled() {
+    let failed = &consumer.context().shared.failed;
+    while !shutdown.is_cancelled() && !failed.is_cancelled() {
         if consumer.context().shared.health.is_down() && last_probe.elapsed() >= PROBE_INTERVAL {
             probe_brokers(consumer, status);
             last_probe = Instant::now();

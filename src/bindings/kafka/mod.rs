@@ -258,15 +258,18 @@ impl ClientContext for KafkaContext {
 
 /// Probes the brokers once a second while they are marked down, so that output
 /// calls fail fast while they are gone and work again as soon as they are back.
+/// The producer owns the returned task and awaits it when it closes.
 pub(crate) fn spawn_health_probe<F>(
     binding: String,
     health: std::sync::Arc<BrokerHealth>,
     stop: tokio_util::sync::CancellationToken,
     probe: F,
-) where
+) -> tokio::task::JoinHandle<()>
+where
     F: Fn() -> Result<(), KafkaError> + Send + Sync + Clone + 'static,
 {
-    tokio::spawn(async move {
+    let name = binding.clone();
+    let run = async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -286,8 +289,18 @@ pub(crate) fn spawn_health_probe<F>(
                 }
                 // Still unreachable: the state already says why.
                 Ok(Err(_)) => {}
-                Err(e) => tracing::warn!(binding.name = %binding, "broker probe failed: {e}"),
+                Err(e) => tracing::warn!(
+                    binding.name = %binding,
+                    "broker probe {}",
+                    crate::tasks::join_error_message(e)
+                ),
             }
         }
-    });
+    };
+    tokio::spawn(async move {
+        if let Err(why) = crate::tasks::catch_panic(run).await {
+            // Calls still work; only the fast failure while the brokers are down is lost.
+            tracing::error!(binding.name = %name, "the broker probe {why}");
+        }
+    })
 }

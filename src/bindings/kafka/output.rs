@@ -25,6 +25,8 @@ pub struct KafkaOutput {
     produce_timeout: Duration,
     exclude: Option<HeaderFilter>,
     stop_probe: CancellationToken,
+    /// The broker probe, awaited by `close`.
+    probe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for KafkaOutput {
@@ -91,7 +93,7 @@ impl KafkaOutput {
             })?;
         let stop_probe = CancellationToken::new();
         let probe_producer = producer.clone();
-        spawn_health_probe(
+        let probe = spawn_health_probe(
             name.to_string(),
             health.clone(),
             stop_probe.clone(),
@@ -110,6 +112,7 @@ impl KafkaOutput {
             produce_timeout: meta.produce_timeout,
             exclude: meta.exclude_header_meta.clone(),
             stop_probe,
+            probe: std::sync::Mutex::new(Some(probe)),
         })
     }
 
@@ -266,15 +269,28 @@ impl OutputBinding for KafkaOutput {
     fn close(&self, timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.stop_probe.cancel();
-            let producer = self.producer.clone();
-            let name = self.name.clone();
-            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
-            match flushed {
-                Ok(Ok(())) => tracing::debug!(binding.name = %name, "producer flushed"),
-                Ok(Err(e)) => {
-                    tracing::warn!(binding.name = %name, "producer flush incomplete: {e}")
+            let probe = self.probe.lock().unwrap_or_else(|p| p.into_inner()).take();
+            // The probe ends at its next tick; the flush does not wait for it.
+            let probe = async {
+                if let Some(probe) = probe
+                    && let Ok(Err(e)) = tokio::time::timeout(timeout, probe).await
+                {
+                    tracing::warn!(binding.name = %self.name, "broker probe {}", crate::tasks::join_error_message(e));
                 }
-                Err(e) => tracing::warn!(binding.name = %name, "producer flush task failed: {e}"),
+            };
+            let producer = self.producer.clone();
+            let flush = tokio::task::spawn_blocking(move || producer.flush(timeout));
+            let (flushed, ()) = futures::future::join(flush, probe).await;
+            match flushed {
+                Ok(Ok(())) => tracing::debug!(binding.name = %self.name, "producer flushed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(binding.name = %self.name, "producer flush incomplete: {e}")
+                }
+                Err(e) => tracing::warn!(
+                    binding.name = %self.name,
+                    "producer flush {}",
+                    crate::tasks::join_error_message(e)
+                ),
             }
         })
     }

@@ -24,7 +24,6 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::{PartitionCtx, PartitionWorker, Received, deliver_until_done, received};
-use crate::status::InputState;
 
 /// How a delivery task ended.
 struct Outcome {
@@ -123,15 +122,12 @@ fn settle(
         Ok(_) => Some(None),
         Err(e) => {
             // Its key would wait forever: stop here, the offset stays below it.
-            tracing::error!(
-                "a delivery task failed: {e}; the partition stops until it is reassigned"
-            );
-            w.ctx.shared.status.set(
-                InputState::Error,
-                format!(
-                    "{}[{}]: a delivery task failed: {e}",
+            w.ctx.shared.task_failed(
+                &format!(
+                    "a delivery task of partition {}[{}]",
                     w.ctx.topic, w.ctx.partition
                 ),
+                &crate::tasks::join_error_message(e),
             );
             None
         }

@@ -261,25 +261,57 @@ pub fn plan(components: Vec<Component>) -> (Vec<Planned>, Vec<ConfigError>) {
     (planned, errors)
 }
 
-/// Reads `route` (default: the component's name) and checks that it makes a
-/// valid HTTP path: a route the app channel cannot send to would fail every
-/// delivery, so it is refused at load time.
+/// Reads `route` (default: the component's name) as the URL path events are
+/// posted to. As daprd, which parses it as a URL: characters a path cannot
+/// carry (a space, `"`, `{`, non-ASCII…) are percent-encoded, `%XX` escapes are
+/// kept; what daprd cannot parse either (a control character, a `%` without
+/// two hex digits, a `#`) is refused at load time, since every delivery to it
+/// would fail.
 pub fn read_route(r: &mut crate::config::FieldReader<'_>, default: &str) -> String {
-    let route = r
+    let given = r
         .str("route")
-        .map(|s| s.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| default.to_string());
-    let path = format!("/{route}");
-    match path.parse::<http::uri::PathAndQuery>() {
-        Ok(pq) if pq.as_str() == path && !path.contains('#') => {}
-        _ => r.error(
-            "route",
-            format!(
-                "{route:?} is not a valid HTTP path (percent-encode spaces and other characters outside RFC 3986)"
-            ),
-        ),
+        .map(|s| s.trim_start_matches('/'))
+        .unwrap_or(default);
+    match encode_route(given) {
+        Ok(route) => route,
+        Err(why) => {
+            r.error("route", format!("{given:?} cannot be an HTTP path: {why}"));
+            given.to_string()
+        }
     }
-    route
+}
+
+fn encode_route(route: &str) -> Result<String, String> {
+    let bytes = route.as_bytes();
+    let mut out = String::with_capacity(route.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                if hex.is_none() {
+                    return Err("`%` must start an escape of two hex digits (`%20`)".into());
+                }
+                out.push('%');
+            }
+            0..=0x1f | 0x7f => {
+                return Err(format!("control character {b:#04x}"));
+            }
+            b'#' => return Err("`#` starts a fragment, which is never sent".into()),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => out.push(b as char),
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+            | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'?' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+        i += 1;
+    }
+    match format!("/{out}").parse::<http::uri::PathAndQuery>() {
+        Ok(_) => Ok(out),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn check_version(c: &Component) -> Result<(), Vec<ConfigError>> {
@@ -290,5 +322,22 @@ fn check_version(c: &Component) -> Result<(), Vec<ConfigError>> {
             Some("spec.version"),
             format!("unsupported version {:?} (expected v1)", c.version),
         )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_route;
+
+    #[test]
+    fn routes_are_encoded_as_daprd_sends_them() {
+        assert_eq!(encode_route("orders").unwrap(), "orders");
+        assert_eq!(encode_route("my route").unwrap(), "my%20route");
+        assert_eq!(encode_route("orders%20in").unwrap(), "orders%20in");
+        assert_eq!(encode_route("a/b?x=1").unwrap(), "a/b?x=1");
+        assert_eq!(encode_route("{é}").unwrap(), "%7B%C3%A9%7D");
+        for bad in ["a%zz", "a%2", "tab\there", "nl\n", "frag#x"] {
+            assert!(encode_route(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -59,14 +59,14 @@ fn err(result: Result<Sidecar, RuntimeError>) -> RuntimeError {
 }
 
 #[tokio::test]
-async fn a_route_that_is_not_an_http_path_is_refused_at_load() {
+async fn a_route_that_cannot_be_an_http_path_is_refused_at_load() {
     let docs = [
         kafka(
             "orders",
             &[
                 ("topics", "t"),
                 ("consumerGroup", "g"),
-                ("route", "orders in"),
+                ("route", "orders%zz"),
             ],
         ),
         cron("ticks", Some("every\ttick")),
@@ -79,29 +79,53 @@ async fn a_route_that_is_not_an_http_path_is_refused_at_load() {
         "component \"orders\"",
         "component \"ticks\"",
         "field \"route\"",
-        "\"orders in\" is not a valid HTTP path",
+        "\"orders%zz\" cannot be an HTTP path",
+        "control character 0x09",
         "component-0.yaml:",
         "component-1.yaml:",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+}
 
-    // The same routes, percent-encoded, load and are served.
-    let docs = [
-        kafka(
-            "orders",
-            &[
-                ("topics", "t"),
-                ("consumerGroup", "g"),
-                ("route", "/orders%20in"),
-            ],
-        ),
-        cron("ticks", Some("every-tick")),
-    ];
-    let (result, stop, _dir) = start(&docs, |_| {}).await;
-    let sidecar = result.expect("valid routes load");
+/// As daprd, a route with characters a path cannot carry is percent-encoded,
+/// and the app gets `OPTIONS` and `POST` on the encoded path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_with_a_space_is_sent_percent_encoded_as_daprd_sends_it() {
+    use axum::http::Method;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Method, String)>::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri| {
+        let record = record.clone();
+        async move {
+            record
+                .lock()
+                .unwrap()
+                .push((method, uri.path().to_string()));
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let doc = cron("ticks", Some("my ticks")).replace("@every 1h", "@every 1s");
+    let (result, stop, _dir) = start(&[doc], |c| c.app_port = Some(app_port)).await;
+    let sidecar = result.expect("a route with a space loads");
+    wait_until("a tick posted to the app", Duration::from_secs(30), || {
+        let posted = seen.lock().unwrap().iter().any(|(m, _)| m == Method::POST);
+        std::future::ready(posted.then_some(()))
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(_, path)| path == "/my%20ticks"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].0, Method::OPTIONS, "{seen:?}");
     stop.cancel();
     sidecar.wait().await;
+    server.abort();
 }
 
 #[tokio::test]

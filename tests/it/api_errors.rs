@@ -11,7 +11,7 @@ use tonic::Code;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 const GOOD: &str = r#"{"data": {"ok": true}, "operation": "create"}"#;
 

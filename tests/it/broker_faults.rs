@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::*;
 
 /// Posts one `create` of `data`; panics if no answer comes within 30 s.
 async fn post(http: &str, data: &str) -> (u16, Value) {

@@ -20,8 +20,7 @@ use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 /// The `produceTimeout` of the output tests, and the slack allowed on top of it

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
 use crate::output_http::header_names;
+use crate::support::*;
 
 /// Runs grpcurl with `args` against `port` (the address goes before the method).
 async fn grpcurl(port: u16, before: &[&str], after: &[&str]) -> Output {

@@ -20,7 +20,7 @@ use outrigger::api::http::ServerLimits;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A generous bound for the server to close a connection: a deadline, not a latency.
 const CLOSE_WITHIN: Duration = Duration::from_secs(30);

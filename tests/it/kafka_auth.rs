@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 /// A Kafka component whose values may span lines (PEM text): each value is a
 /// YAML double-quoted scalar (JSON string syntax is valid YAML).

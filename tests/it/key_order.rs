@@ -24,8 +24,7 @@ use tokio::task::JoinHandle;
 use outrigger::bindings::{self, Spec};
 use outrigger::config::{self, ConfigError};
 
-use crate::common::*;
-use crate::input_apps::{committed, input_component, input_status};
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 

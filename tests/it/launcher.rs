@@ -14,7 +14,7 @@ use std::time::Duration;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 

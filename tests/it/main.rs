@@ -1,8 +1,7 @@
 //! Integration tests, in one binary so that a change links once. Each module
 //! starts what it needs (broker, sidecars, apps) on loopback and stops it.
 
-mod common;
-mod sdk_procs;
+mod support;
 
 mod api_errors;
 mod app_faults;
@@ -17,7 +16,6 @@ mod deploy;
 mod group_failover;
 mod grpcurl;
 mod hostile;
-mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;

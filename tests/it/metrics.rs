@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 /// The value of the one sample line that starts with `series` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -15,8 +15,8 @@ use tonic::Code;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
 use crate::output_http::{header_names, new_traceparent, traceparent};
+use crate::support::*;
 
 async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
     tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))

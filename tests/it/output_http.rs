@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::*;
 
 /// Reads `n` records back on a blocking thread, so the runtime keeps serving.
 async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {

@@ -8,9 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 const ORDERS: usize = 100;
 

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-use crate::input_apps::{Msg, produce};
-use crate::sdk_procs::*;
+use crate::support::*;
 
 /// A Go SDK program, found by the environment any Dapr app reads.
 fn go_program(name: &str, grpc_port: u16, http_port: u16) -> Command {

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 fn node_script(args: &[&str]) -> Command {
     let mut cmd = node(&tests_node_dir(), args[0]);

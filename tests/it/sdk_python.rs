@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 /// The environment the SDK reads to find its sidecar.
 fn sdk_env(cmd: &mut Command, sidecar: &TestSidecar) {

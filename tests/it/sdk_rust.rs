@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use dapr::client::ClientOptions;
 
-use crate::common::*;
 use crate::output_http::{header_names, new_traceparent};
+use crate::support::*;
 
 async fn client(
     sidecar: &TestSidecar,

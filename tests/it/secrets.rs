@@ -12,8 +12,7 @@ use std::time::Duration;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const SASL_SECRET: &str = "sasl-pw-7f3a9c1e";
 const API_SECRET: &str = "api-token-5b2d8e4f";

@@ -8,8 +8,7 @@ use outrigger::app_channel::AppProtocol;
 use outrigger::proto::runtime::v1::InvokeBindingRequest;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const STATE: &str = "congo=t61rcWkgMzE";

@@ -1,8 +1,5 @@
-//! Child processes for the SDK and quickstart tests: Python and Node apps whose
-//! output lines are collected as they come, and `outrigger sidecar` run as the
-//! real binary. Everything is killed on drop. Used by sdk_python, sdk_node and
-//! quickstart.
-#![allow(dead_code)]
+//! App processes for the SDK and quickstart tests: Python, Node, Go and Java
+//! apps whose output lines are collected as they come. Killed on drop.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -11,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use super::*;
 
 /// A child process whose stdout and stderr lines are collected by reader threads.
 pub struct Proc {
@@ -219,87 +216,4 @@ pub fn clear_dapr_env(cmd: &mut Command) -> &mut Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-/// `outrigger sidecar` as a child process on free ports, its output kept in a
-/// [`Proc`] transcript (for tests that show it beside their apps' output).
-pub struct ChildSidecar {
-    pub proc: Proc,
-    pub http_port: u16,
-    pub grpc_port: u16,
-}
-
-impl ChildSidecar {
-    /// Starts the binary; `extra` adds flags (e.g. `--app-port`). Returns once
-    /// `/v1.0/healthz/outbound` answers 204 on the port it was given.
-    pub async fn start(app_id: &str, resources: &Path, extra: &[&str]) -> ChildSidecar {
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let mut cmd = Command::new(outrigger_bin());
-        clear_dapr_env(&mut cmd);
-        cmd.arg("sidecar")
-            .args(["--app-id", app_id])
-            .args(["--dapr-http-port", &http_port.to_string()])
-            .args(["--dapr-grpc-port", &grpc_port.to_string()])
-            .arg("--resources-path")
-            .arg(resources)
-            .args(["--log-level", "info"])
-            .args(extra);
-        let mut proc = Proc::spawn(&format!("sidecar {app_id}"), cmd);
-        let url = format!("http://127.0.0.1:{http_port}/v1.0/healthz/outbound");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // Checked first: another process could hold the port we picked.
-            if let Some(status) = proc.exited() {
-                panic!(
-                    "sidecar {app_id} exited early ({status})\n{}",
-                    proc.transcript()
-                );
-            }
-            if let Ok(r) = client.get(&url).send().await
-                && r.status() == 204
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for sidecar {app_id} to answer {url}\n{}",
-                proc.transcript()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ChildSidecar {
-            proc,
-            http_port,
-            grpc_port,
-        }
-    }
-
-    pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-}
-
-/// The `inputBindings` entry of `/v1.0/metadata` for `name` (outrigger's own
-/// addition to the metadata: state, detail, delivered count).
-pub async fn input_binding_status(http: &str, name: &str) -> Option<serde_json::Value> {
-    let md: serde_json::Value = reqwest::get(format!("{http}/v1.0/metadata"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    md["inputBindings"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name)
-        .cloned()
-}
-
-/// True once the input binding has partitions assigned (its consumer joined the group).
-pub async fn input_binding_assigned(http: &str, name: &str) -> bool {
-    input_binding_status(http, name).await.is_some_and(|s| {
-        s["state"] == "subscribed" && s["detail"].as_str().is_some_and(|d| d.contains("assigned"))
-    })
 }

@@ -27,7 +27,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
 /// A sidecar with one Kafka output binding `orders` whose broker is not there.
 async fn sidecar(tweak: impl FnOnce(&mut outrigger::SidecarConfig)) -> TestSidecar {
-    let nowhere = format!("127.0.0.1:{}", free_port());
+    let nowhere = closed_addr();
     start_sidecar(
         &[kafka_component(
             "orders",

@@ -40,7 +40,7 @@ async fn counts_output_calls_input_deliveries_and_retries() {
         // Nothing listens on this broker address: every call fails.
         kafka_component(
             "nowhere",
-            &format!("127.0.0.1:{}", free_port()),
+            &closed_addr(),
             &[("publishTopic", "x"), ("produceTimeout", "2s")],
         ),
         input_component("events", &broker.addr(), &in_topic, &unique("group"), &[]),

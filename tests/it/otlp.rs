@@ -367,7 +367,7 @@ async fn dead_collector_fails_no_call() {
     let topic = unique("otlp-dead");
     broker.create_topic(&topic, 1);
     // Nothing listens there.
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let endpoint = format!("http://{}", closed_addr());
     let sidecar = start_sidecar(
         &[kafka_component(
             "otlp-out",

@@ -6,7 +6,7 @@
 //! reply (as daprd, an empty 204 that names no topic, partition or offset),
 //! ordering, health, metadata and shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -376,8 +376,9 @@ async fn health_waits_for_the_app_and_metadata_names_it() {
     let broker = Broker::start();
     let topic = unique("meta");
     broker.create_topic(&topic, 1);
-    // The app port is reserved but nothing listens yet.
-    let app_port = free_port();
+    // The app port is reserved (held by the test), but nothing listens yet.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             "meta-out",
@@ -482,23 +483,8 @@ async fn shutdown_endpoint_ends_the_process_with_exit_code_0() {
         &broker.addr(),
         &[("publishTopic", &topic)],
     )]);
-    let (http_port, grpc_port) = (free_port(), free_port());
-    let mut child = std::process::Command::new(outrigger_bin())
-        .args([
-            "sidecar",
-            "--app-id",
-            "bin-app",
-            "--dapr-listen-addresses",
-            "127.0.0.1",
-        ])
-        .args(["--dapr-http-port", &http_port.to_string()])
-        .args(["--dapr-grpc-port", &grpc_port.to_string()])
-        .arg("--resources-path")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start outrigger");
+    let mut sidecar = SidecarProc::builder(dir.path()).app_id("bin-app").start();
+    let http_port = sidecar.http_port;
     let base = format!("http://127.0.0.1:{http_port}");
     let client = reqwest::Client::new();
     wait_until(
@@ -528,19 +514,8 @@ async fn shutdown_endpoint_ends_the_process_with_exit_code_0() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("outrigger did not exit within 30 s of /v1.0/shutdown");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    let status = tokio::task::block_in_place(|| sidecar.wait_exit(Duration::from_secs(30)));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", sidecar.log_text());
     let records = read_back(broker.addr(), topic, 1).await;
     assert_eq!(records[0].text(), r#"{"from":"binary"}"#);
 }

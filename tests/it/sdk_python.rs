@@ -169,7 +169,9 @@ async fn grpc_app_receives_each_event_once_in_order() {
     let topic = unique("py-in");
     let group = unique("py-group");
     broker.create_topic(&topic, 1);
-    let app_port = free_port();
+    // Held until the test ends: the app binds it (SO_REUSEADDR), nothing else can.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             "sample-topic",

@@ -294,14 +294,18 @@ impl Drop for Broker {
 pub struct DevBroker {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// Held while tansu runs (it binds with SO_REUSEADDR, as tokio does).
+    _reserved: ReservedPort,
+    dir: tempfile::TempDir,
 }
 
 impl DevBroker {
     pub fn start() -> DevBroker {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let reserved = ReservedPort::new();
+        let port = reserved.port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let child = Command::new(tool("tansu"))
             .args([
                 "broker",
@@ -311,18 +315,30 @@ impl DevBroker {
                 &url,
             ])
             .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("start tansu");
-        wait_for("tansu to listen", Duration::from_secs(20), || {
-            port_open(port).then_some(())
-        });
-        DevBroker {
+        let mut broker = DevBroker {
             child,
             port,
-            _dir: dir,
-        }
+            _reserved: reserved,
+            dir,
+        };
+        wait_for("tansu to listen", Duration::from_secs(20), || {
+            if let Some(status) = broker.child.try_wait().unwrap() {
+                panic!(
+                    "tansu exited ({status}):\n{}",
+                    tail(
+                        &std::fs::read_to_string(broker.dir.path().join("tansu.log"))
+                            .unwrap_or_default(),
+                        30
+                    )
+                );
+            }
+            port_open(port).then_some(())
+        });
+        broker
     }
 
     pub fn addr(&self) -> String {

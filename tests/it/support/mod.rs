@@ -9,12 +9,16 @@
 pub mod apps;
 pub mod broker;
 pub mod kafka;
+pub mod launcher;
+pub mod ports;
 pub mod procs;
 pub mod sidecar;
 
 pub use apps::*;
 pub use broker::*;
 pub use kafka::*;
+pub use launcher::*;
+pub use ports::*;
 pub use procs::*;
 pub use sidecar::*;
 
@@ -49,14 +53,6 @@ pub fn python() -> PathBuf {
         "the test venv is missing: run scripts/test-deps.sh"
     );
     p
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A name no other test (or earlier run) uses.

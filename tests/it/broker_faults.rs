@@ -72,12 +72,6 @@ async fn post_until_accepted(http: &str) -> String {
     .await
 }
 
-async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
-    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sidecar_started_before_its_broker_recovers() {
     // Prepared (ports known), then stopped: nobody listens when the sidecar starts.

@@ -30,24 +30,6 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-async fn orders_setup(
-    tweak: impl FnOnce(&mut outrigger::SidecarConfig),
-) -> (Broker, String, TestSidecar) {
-    let broker = Broker::start();
-    let topic = unique("grpcurl");
-    broker.create_topic(&topic, 1);
-    let sidecar = start_sidecar(
-        &[kafka_component(
-            "orders",
-            &broker.addr(),
-            &[("publishTopic", &topic)],
-        )],
-        tweak,
-    )
-    .await;
-    (broker, topic, sidecar)
-}
-
 /// `{"orderId":7}` in base64, as protobuf's JSON mapping writes `bytes`.
 const DATA_B64: &str = "eyJvcmRlcklkIjo3fQ==";
 const DATA: &str = r#"{"orderId":7}"#;

@@ -529,10 +529,7 @@ async fn poison_message_goes_to_the_dead_letter_topic() {
         .collect();
     assert_eq!(tries, vec![1, 2], "maxDeliveryAttempts bounds the attempts");
 
-    let brokers = broker.addr();
-    let dead = tokio::task::spawn_blocking(move || read_topic(&brokers, &dlt, 1, DEADLINE))
-        .await
-        .unwrap();
+    let dead = read_back(broker.addr(), dlt, 1).await;
     let r = &dead[0];
     assert_eq!(r.text(), "m2");
     assert_eq!(r.key_text().as_deref(), Some("k2"));

@@ -184,10 +184,7 @@ async fn traced_sidecar(
 }
 
 async fn read_records(broker: &Broker, topic: &str, n: usize) -> Vec<Record> {
-    let (addr, topic) = (broker.addr(), topic.to_string());
-    tokio::task::spawn_blocking(move || read_topic(&addr, &topic, n, Duration::from_secs(20)))
-        .await
-        .unwrap()
+    read_back(broker.addr(), topic, n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,13 +12,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Reads `n` records back on a blocking thread, so the runtime keeps serving.
-async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
-    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
-        .await
-        .unwrap()
-}
-
 /// As daprd, a successful write answers an empty 204 that names nothing of the
 /// record's position (no `metadata.topic`, `metadata.partition`, `metadata.offset`).
 fn assert_no_reply_metadata(resp: &reqwest::Response, what: &str) {
@@ -79,26 +72,9 @@ pub(crate) fn header_names(r: &Record) -> Vec<&str> {
     names
 }
 
-/// One broker, one topic with one partition, one sidecar with binding `orders` on it.
-async fn orders_setup() -> (Broker, String, TestSidecar) {
-    let broker = Broker::start();
-    let topic = unique("orders");
-    broker.create_topic(&topic, 1);
-    let sidecar = start_sidecar(
-        &[kafka_component(
-            "orders",
-            &broker.addr(),
-            &[("publishTopic", &topic)],
-        )],
-        |_| {},
-    )
-    .await;
-    (broker, topic, sidecar)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn post_produces_with_key_and_headers() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
 
     let client = reqwest::Client::new();
     let resp = client
@@ -143,7 +119,7 @@ async fn post_produces_with_key_and_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_of_every_json_type_arrives_as_compact_json_text() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     // A record value that is null, not empty: no payload at all.
     const NULL: &str = "<null>";
@@ -226,7 +202,7 @@ async fn data_of_every_json_type_arrives_as_compact_json_text() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_becomes_key_and_headers() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
     let bodies = [
@@ -293,7 +269,7 @@ async fn metadata_becomes_key_and_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundred_sequential_posts_land_in_order() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
     for n in 0..100 {
@@ -434,7 +410,7 @@ async fn health_waits_for_the_app_and_metadata_names_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn put_metadata_shows_in_extended() {
-    let (_broker, _topic, sidecar) = orders_setup().await;
+    let (_broker, _topic, sidecar) = orders_setup(|_| {}).await;
     let client = reqwest::Client::new();
     let resp = client
         .put(format!("{}/v1.0/metadata/team", sidecar.http()))
@@ -457,7 +433,7 @@ async fn put_metadata_shows_in_extended() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_endpoint_stops_the_in_process_sidecar() {
-    let (_broker, _topic, mut sidecar) = orders_setup().await;
+    let (_broker, _topic, mut sidecar) = orders_setup(|_| {}).await;
     let http = sidecar.http();
     let resp = reqwest::Client::new()
         .post(format!("{http}/v1.0/shutdown"))

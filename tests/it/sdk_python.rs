@@ -203,6 +203,9 @@ async fn grpc_app_receives_each_event_once_in_order() {
         "the sidecar to ask the app for its bindings",
         Duration::from_secs(30),
         || {
+            if let Some(status) = app.exited() {
+                panic!("the app exited ({status})\n{}", app.transcript());
+            }
             let http = http.clone();
             async move {
                 input_binding_status(&http, "sample-topic")

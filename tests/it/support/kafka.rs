@@ -140,6 +140,19 @@ pub fn read_topic(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Ve
     out
 }
 
+/// [`read_topic`] on a blocking thread (so that an async test's runtime keeps
+/// serving its sidecar): `n` records of `topic`, within 30 s.
+pub async fn read_back(
+    brokers: impl Into<String>,
+    topic: impl Into<String>,
+    n: usize,
+) -> Vec<Record> {
+    let (brokers, topic) = (brokers.into(), topic.into());
+    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
 /// Reads whatever the topic holds, waiting `settle` with no new record before returning.
 pub fn read_all(brokers: &str, topic: &str, settle: Duration) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()

@@ -8,6 +8,7 @@
 
 pub mod apps;
 pub mod broker;
+pub mod fixtures;
 pub mod kafka;
 pub mod launcher;
 pub mod ports;
@@ -16,6 +17,7 @@ pub mod sidecar;
 
 pub use apps::*;
 pub use broker::*;
+pub use fixtures::*;
 pub use kafka::*;
 pub use launcher::*;
 pub use ports::*;

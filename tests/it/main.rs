@@ -4,6 +4,7 @@
 mod support;
 
 mod api_errors;
+mod api_inprocess;
 mod app_faults;
 #[cfg(feature = "bench")]
 mod bench_smoke;

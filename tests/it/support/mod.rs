@@ -8,6 +8,7 @@
 
 pub mod apps;
 pub mod broker;
+pub mod fakes;
 pub mod fixtures;
 pub mod kafka;
 pub mod launcher;
@@ -17,6 +18,7 @@ pub mod sidecar;
 
 pub use apps::*;
 pub use broker::*;
+pub use fakes::*;
 pub use fixtures::*;
 pub use kafka::*;
 pub use launcher::*;

@@ -1,5 +1,4 @@
-//! `outrigger run` as a child process, its output collected line by line, and
-//! what the tests ask of the processes it leaves (or must not leave) behind.
+//! `outrigger run` as a child process, its output collected line by line.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -177,98 +176,42 @@ fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) -> 
     })
 }
 
-/// True while the process exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-        Err(_) => false,
+/// The message of a panic caught by `catch_unwind`.
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
     }
 }
 
-/// Live processes whose working directory is under `dir` (apps we started there).
-pub fn processes_in(dir: &Path) -> Vec<(i32, String)> {
-    let dir = dir.canonicalize().unwrap();
-    let mut found = Vec::new();
-    for (pid, proc_dir) in pids() {
-        let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(&dir) && alive(pid) {
-            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
-                .unwrap_or_default()
-                .replace('\0', " ");
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-fn pids() -> impl Iterator<Item = (i32, std::path::PathBuf)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path())))
-}
-
-/// The processes (that this user may inspect) with a socket listening on TCP
-/// `port`, any address. Unlike "can the port be bound", this does not change
-/// when some other process on the machine takes the port after ours let it go.
-pub fn listeners_on(port: u16) -> Vec<(i32, String)> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
-            else {
-                continue;
-            };
-            let listening = *state == "0A";
-            let on_port = local
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| u16::from_str_radix(p, 16) == Ok(port));
-            if listening && on_port {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    let mut found = Vec::new();
-    if inodes.is_empty() {
-        return found;
-    }
-    for (pid, proc_dir) in pids() {
-        let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
-        });
-        if holds {
-            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
-                .unwrap_or_default()
-                .replace('\0', " ");
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-/// Asserts that none of the processes started in `dir` and no process `pids`
-/// names listens on `port` any more.
-pub fn assert_released(port: u16, dir: &Path, pids: &[i32]) {
-    let dir = dir.canonicalize().unwrap();
-    let ours: Vec<(i32, String)> = listeners_on(port)
-        .into_iter()
-        .filter(|(pid, _)| {
-            pids.contains(pid)
-                || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dir))
-        })
-        .collect();
-    assert!(ours.is_empty(), "port {port} still held by {ours:?}");
+#[test]
+fn waiting_for_a_line_fails_at_once_with_the_output_when_the_launcher_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<OsString> = [
+        "--app-id",
+        "dies",
+        "--",
+        "sh",
+        "-c",
+        "echo bind failed; exit 3",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let mut run = Launcher::start(&args, dir.path(), &[]);
+    let started = Instant::now();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run.wait_line("== APP == READY", Duration::from_secs(60))
+    }));
+    let message = panic_text(waited.expect_err("no READY line"));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(message.contains("exited (exit status: 3)"), "{message}");
+    assert!(message.contains("== APP == bind failed"), "{message}");
 }

@@ -1,5 +1,6 @@
 //! App processes for the SDK and quickstart tests: Python, Node, Go and Java
-//! apps whose output lines are collected as they come. Killed on drop.
+//! apps whose output lines are collected as they come (killed on drop); and
+//! what tests ask /proc about processes and the ports they listen on.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -216,4 +217,106 @@ pub fn clear_dapr_env(cmd: &mut Command) -> &mut Command {
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Live processes whose working directory is under `dir` (apps we started there).
+pub fn processes_in(dir: &Path) -> Vec<(i32, String)> {
+    let dir = dir.canonicalize().unwrap();
+    let mut found = Vec::new();
+    for (pid, proc_dir) in pids() {
+        let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(&dir) && alive(pid) {
+            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn pids() -> impl Iterator<Item = (i32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path())))
+}
+
+/// The processes (that this user may inspect) with a socket listening on TCP
+/// `port`, any address. Unlike "can the port be bound", this does not change
+/// when some other process on the machine takes the port after ours let it go.
+pub fn listeners_on(port: u16) -> Vec<(i32, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let on_port = local
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| u16::from_str_radix(p, 16) == Ok(port));
+            if listening && on_port {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    if inodes.is_empty() {
+        return found;
+    }
+    for (pid, proc_dir) in pids() {
+        let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        });
+        if holds {
+            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// True when this (test) process has a socket listening on `port`.
+pub fn listening_here(port: u16) -> bool {
+    let me = std::process::id() as i32;
+    listeners_on(port).iter().any(|(pid, _)| *pid == me)
+}
+
+/// Asserts that none of the processes started in `dir` and no process `pids`
+/// names listens on `port` any more.
+pub fn assert_released(port: u16, dir: &Path, pids: &[i32]) {
+    let dir = dir.canonicalize().unwrap();
+    let ours: Vec<(i32, String)> = listeners_on(port)
+        .into_iter()
+        .filter(|(pid, _)| {
+            pids.contains(pid)
+                || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dir))
+        })
+        .collect();
+    assert!(ours.is_empty(), "port {port} still held by {ours:?}");
 }

@@ -602,3 +602,19 @@ pub async fn input_binding_assigned(http: &str, name: &str) -> bool {
         s["state"] == "subscribed" && s["detail"].as_str().is_some_and(|d| d.contains("assigned"))
     })
 }
+
+#[test]
+fn a_sidecar_that_exits_fails_the_start_at_once_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "kind: Component\nspec: [").unwrap();
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(|| SidecarProc::builder(dir.path()).start());
+    let message = panic_text(result.err().expect("the start fails"));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(message.contains("exited (exit status: 64)"), "{message}");
+    assert!(message.contains("broken.yaml"), "{message}");
+}

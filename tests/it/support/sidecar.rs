@@ -294,9 +294,17 @@ impl SidecarProcBuilder {
                     tail(&proc.log_text(), 40)
                 );
             }
-            if let Some(ports) = Listening::find(&proc.log_text()) {
+            let log = proc.log_text();
+            if let Some(ports) = Listening::find(&log) {
                 break ports;
             }
+            // Logged right after the listeners: a running sidecar whose line did
+            // not parse means the line changed (src/runtime.rs), not a slow start.
+            assert!(
+                !log.contains("outrigger initialized"),
+                "the sidecar runs but logged no `API listening http=[..] grpc=[..] metrics=[..]` line the harness can read:\n{}",
+                tail(&log, 40)
+            );
             assert!(
                 Instant::now() < deadline,
                 "the sidecar did not listen within {:?}:\n{}",

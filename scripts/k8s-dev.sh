@@ -191,21 +191,27 @@ spawn kube-controller-manager "$bin/kube-controller-manager" \
 # --- outrigger: install manifest, then the injector as a local process -------------------
 k apply -f "$root/deploy/install.yaml" >&2
 wait_for kube-apiserver 60 k wait --for condition=established --timeout=5s crd/components.dapr.io
-webhook_port=$(free_port)
-# The manifest's webhook points at the in-cluster Service; here the injector is a local process.
-k patch mutatingwebhookconfiguration outrigger-sidecar-injector --type json -p \
-  "[{\"op\":\"replace\",\"path\":\"/webhooks/0/clientConfig\",\"value\":{\"url\":\"https://127.0.0.1:$webhook_port/mutate\"}}]" >&2
-
 outrigger="${OUTRIGGER_BIN:-}"
 if [[ -z "$outrigger" ]]; then
   target="${CARGO_TARGET_DIR:-$root/target}"
   (cd "$root" && cargo build --bin outrigger >&2)
   outrigger="$target/debug/outrigger"
 fi
-spawn injector "$outrigger" injector --listen-address 127.0.0.1 --port "$webhook_port" \
-  --tls-san 127.0.0.1 --webhook-config outrigger-sidecar-injector \
-  --sidecar-image "${OUTRIGGER_IMAGE:-outrigger:latest}" --kubeconfig "$dir/admin.kubeconfig" \
-  --ca-out-file "$dir/injector-ca.crt"
+# The webhook must name the port before the injector starts: a port picked free may be
+# taken meanwhile, so a start whose injector exits is tried again on a new port.
+for attempt in 1 2 3; do
+  webhook_port=$(free_port)
+  # The manifest's webhook points at the in-cluster Service; here the injector is a local process.
+  k patch mutatingwebhookconfiguration outrigger-sidecar-injector --type json -p \
+    "[{\"op\":\"replace\",\"path\":\"/webhooks/0/clientConfig\",\"value\":{\"url\":\"https://127.0.0.1:$webhook_port/mutate\"}}]" >&2
+  spawn injector "$outrigger" injector --listen-address 127.0.0.1 --port "$webhook_port" \
+    --tls-san 127.0.0.1 --webhook-config outrigger-sidecar-injector \
+    --sidecar-image "${OUTRIGGER_IMAGE:-outrigger:latest}" --kubeconfig "$dir/admin.kubeconfig" \
+    --ca-out-file "$dir/injector-ca.crt"
+  if wait_for injector 60 grep -q "injector listening" "$dir/injector.log"; then break; fi
+  ((attempt < 3)) || exit 1
+  sed -i '$d' "$dir/pids"
+done
 
 # Ready when the API server really injects: a server-side dry run of an annotated pod.
 probe_pod() {

@@ -29,7 +29,7 @@ import time
 import uuid
 
 import grpc
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from google.protobuf import json_format, message_factory
 from google.rpc import status_pb2, error_details_pb2  # noqa: F401 (registers the detail types)
@@ -100,6 +100,11 @@ def unshow(v):
 # --------------------------------------------------------------------------- kafka
 
 
+# What a broker answers for a partition whose leadership has not settled yet.
+NOT_SERVED_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
 class Kafka:
     def __init__(self, bootstrap):
         self.bootstrap = bootstrap
@@ -125,8 +130,18 @@ class Kafka:
         return sorted(self.meta.list_topics(topic, timeout=5).topics[topic].partitions)
 
     def high_marks(self, topic):
-        return {p: self.meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
-                for p in self.partitions(topic)}
+        # Metadata can name a leader before that broker serves the partition
+        # (NOT_LEADER_FOR_PARTITION on a fresh topic): retriable errors are retried.
+        def marks():
+            try:
+                return {p: self.meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                        for p in self.partitions(topic)}
+            except KafkaException as e:
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if err is not None and (err.retriable() or err.code() in NOT_SERVED_YET):
+                    return None
+                raise
+        return wait_for(f"the high marks of {topic}", 20, marks)
 
     def read(self, topic, start, end=None, count=None, timeout=10.0, exact=False):
         """Records of `topic` from offsets `start`; up to offsets `end` (a

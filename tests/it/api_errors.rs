@@ -11,27 +11,9 @@ use tonic::Code;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 const GOOD: &str = r#"{"data": {"ok": true}, "operation": "create"}"#;
-
-async fn orders_setup(
-    tweak: impl FnOnce(&mut outrigger::SidecarConfig),
-) -> (Broker, String, TestSidecar) {
-    let broker = Broker::start();
-    let topic = unique("errors");
-    broker.create_topic(&topic, 1);
-    let sidecar = start_sidecar(
-        &[kafka_component(
-            "orders",
-            &broker.addr(),
-            &[("publishTopic", &topic)],
-        )],
-        tweak,
-    )
-    .await;
-    (broker, topic, sidecar)
-}
 
 /// Posts `body` and returns the status with the parsed JSON error body.
 async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {

@@ -18,8 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use outrigger::app_channel::AppProtocol;
 use outrigger::proto::runtime::v1::ListInputBindingsResponse;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_millis(100);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::*;
 
 /// Posts one `create` of `data`; panics if no answer comes within 30 s.
 async fn post(http: &str, data: &str) -> (u16, Value) {
@@ -70,12 +70,6 @@ async fn post_until_accepted(http: &str) -> String {
         },
     )
     .await
-}
-
-async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
-    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 /// The `produceTimeout` of the output tests, and the slack allowed on top of it
@@ -29,74 +27,16 @@ const DEADLINE: Duration = Duration::from_secs(90);
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_SLACK: Duration = Duration::from_secs(4);
 
-/// An `outrigger sidecar` child process; killed on drop.
-struct SidecarBin {
-    child: Child,
-    http: u16,
-    log: std::path::PathBuf,
-}
-
-impl SidecarBin {
-    fn start(dir: &Path, app_port: Option<u16>) -> SidecarBin {
-        let http = free_port();
-        let log = dir.join("sidecar.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(outrigger_bin());
-        cmd.arg("sidecar")
-            .args(["--app-id", "restarts"])
-            .args(["--dapr-http-port", &http.to_string()])
-            .args(["--dapr-grpc-port", &free_port().to_string()])
-            .args(["--dapr-listen-addresses", "127.0.0.1"])
-            .arg("--resources-path")
-            .arg(dir)
-            .args(["--log-level", "info"])
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .stdin(Stdio::null());
-        if let Some(port) = app_port {
-            cmd.args(["--app-port", &port.to_string()]);
-        }
-        let child = cmd.spawn().expect("start outrigger sidecar");
-        let mut s = SidecarBin { child, http, log };
-        wait_for("the sidecar's HTTP port", DEADLINE, || {
-            s.assert_alive();
-            port_open(http).then_some(())
-        });
-        s
+/// An `outrigger sidecar` child process over the components in `dir`.
+fn start_sidecar_proc(dir: &Path, app_port: Option<u16>) -> SidecarProc {
+    let builder = SidecarProc::builder(dir)
+        .app_id("restarts")
+        .ready_within(DEADLINE);
+    match app_port {
+        Some(port) => builder.app_port(port),
+        None => builder,
     }
-
-    fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-
-    /// Panics, with the end of its log, if the process has exited (e.g. SIGSEGV).
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            panic!(
-                "the sidecar process died: {status:?}\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
-
-    /// Resident memory, from /proc.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
-    }
-}
-
-impl Drop for SidecarBin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    .start()
 }
 
 /// The answer to one `create` through the sidecar.
@@ -179,7 +119,7 @@ async fn every_acknowledged_write_survives_a_broker_restart() {
         &broker.addr(),
         &[("publishTopic", &topic), ("produceTimeout", &timeout)],
     )]);
-    let mut sidecar = SidecarBin::start(dir.path(), None);
+    let mut sidecar = start_sidecar_proc(dir.path(), None);
     let http = sidecar.http();
 
     let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
@@ -332,7 +272,7 @@ async fn every_message_is_delivered_when_the_broker_restarts_mid_stream() {
         &unique("group"),
         &[],
     )]);
-    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    let mut sidecar = start_sidecar_proc(dir.path(), Some(app.port));
     let http = sidecar.http();
 
     wait_cond("40 deliveries before the restart", DEADLINE, || {
@@ -393,7 +333,7 @@ async fn the_sidecar_survives_restarts_of_a_broker_that_loses_its_topics() {
         &unique("group"),
         &[],
     )]);
-    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    let mut sidecar = start_sidecar_proc(dir.path(), Some(app.port));
     let http = sidecar.http();
     wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
 
@@ -436,7 +376,7 @@ async fn a_stalled_broker_gets_bounded_answers_and_nothing_piles_up() {
         &broker.addr(),
         &[("publishTopic", &topic), ("produceTimeout", "2s")],
     )]);
-    let mut sidecar = SidecarBin::start(dir.path(), None);
+    let mut sidecar = start_sidecar_proc(dir.path(), None);
     let http = sidecar.http();
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
@@ -532,7 +472,7 @@ async fn the_sidecar_survives_the_deletion_of_a_consumed_topic() {
         &unique("group"),
         &[],
     )]);
-    let mut sidecar = SidecarBin::start(dir.path(), Some(app.port));
+    let mut sidecar = start_sidecar_proc(dir.path(), Some(app.port));
     wait_cond("3 deliveries", DEADLINE, || app.accepted_count() >= 3).await;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.addr())

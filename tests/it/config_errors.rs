@@ -12,7 +12,7 @@ use outrigger::bindings::kafka::{Auth, DeadLetter, InitialOffset, KafkaMetadata,
 use outrigger::bindings::{self, Planned, cron::CronMetadata};
 use outrigger::config::{self, ConfigError};
 
-use crate::common::*;
+use crate::support::*;
 
 /// The app id the fixtures' `scopes` name.
 const APP_ID: &str = "fixture-app";

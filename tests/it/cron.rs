@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The uid of distroless's `nonroot` user, which the image and the pods run as.
 const NONROOT_UID: u64 = 65532;

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const PARTITIONS: i32 = 6;
 const DEADLINE: Duration = Duration::from_secs(120);

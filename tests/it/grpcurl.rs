@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
 use crate::output_http::header_names;
+use crate::support::*;
 
 /// Runs grpcurl with `args` against `port` (the address goes before the method).
 async fn grpcurl(port: u16, before: &[&str], after: &[&str]) -> Output {
@@ -28,24 +28,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn orders_setup(
-    tweak: impl FnOnce(&mut outrigger::SidecarConfig),
-) -> (Broker, String, TestSidecar) {
-    let broker = Broker::start();
-    let topic = unique("grpcurl");
-    broker.create_topic(&topic, 1);
-    let sidecar = start_sidecar(
-        &[kafka_component(
-            "orders",
-            &broker.addr(),
-            &[("publishTopic", &topic)],
-        )],
-        tweak,
-    )
-    .await;
-    (broker, topic, sidecar)
 }
 
 /// `{"orderId":7}` in base64, as protobuf's JSON mapping writes `bytes`.

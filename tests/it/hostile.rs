@@ -20,14 +20,14 @@ use outrigger::api::http::ServerLimits;
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A generous bound for the server to close a connection: a deadline, not a latency.
 const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
 /// A sidecar with one Kafka output binding `orders` whose broker is not there.
 async fn sidecar(tweak: impl FnOnce(&mut outrigger::SidecarConfig)) -> TestSidecar {
-    let nowhere = format!("127.0.0.1:{}", free_port());
+    let nowhere = closed_addr();
     start_sidecar(
         &[kafka_component(
             "orders",

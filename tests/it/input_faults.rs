@@ -6,11 +6,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -75,7 +73,9 @@ async fn delivery_starts_once_the_app_listens() {
     let topic = unique("late");
     broker.create_topic(&topic, 1);
     produce(&broker.addr(), &topic, numbered(3, 1)).await;
-    let port = free_port();
+    // Held until the app listens on it: no other process can take it meanwhile.
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let component = input_component("late", &broker.addr(), &topic, &unique("group"), &[]);
     let sidecar = start_sidecar(&[component], |c| c.app_port = Some(port)).await;
 
@@ -104,8 +104,10 @@ async fn app_restart_mid_stream_loses_nothing() {
     broker.create_topic(&topic, 1);
     produce(&broker.addr(), &topic, numbered(N as usize, 1)).await;
     let slow = |_: &Call| Answer::After(Duration::from_millis(20), 200);
-    let mut app1 = HttpApp::builder().script(slow).start().await;
-    let port = app1.port;
+    // The port stays reserved while the app is away, for the second app.
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
+    let mut app1 = HttpApp::builder().script(slow).start_on(port).await;
     let component = input_component("bounce", &broker.addr(), &topic, &unique("group"), &[]);
     let sidecar = start_sidecar(&[component], |c| c.app_port = Some(port)).await;
 
@@ -169,52 +171,14 @@ async fn delivery_the_app_never_answers_times_out_and_is_retried() {
     sidecar.stop().await;
 }
 
-/// An `outrigger sidecar` child process; killed on drop.
-struct SidecarProcess {
-    child: Child,
-}
-
-impl SidecarProcess {
-    fn start(dir: &Path, app_port: u16, log: &Path) -> SidecarProcess {
-        let http = free_port();
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(outrigger_bin())
-            .arg("sidecar")
-            .args(["--app-id", "killed"])
-            .args(["--app-port", &app_port.to_string()])
-            .args(["--dapr-http-port", &http.to_string()])
-            .args(["--dapr-grpc-port", &free_port().to_string()])
-            .args(["--dapr-listen-addresses", "127.0.0.1"])
-            .arg("--resources-path")
-            .arg(dir)
-            .args(["--log-level", "info"])
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start outrigger sidecar");
-        wait_for("the sidecar's HTTP port", DEADLINE, || {
-            port_open(http).then_some(())
-        });
-        SidecarProcess { child }
-    }
-
-    /// SIGKILL: no drain, no commit, no goodbye to the group.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An `outrigger sidecar` child process for the app on `app_port`; restarts append to `log`.
+fn sidecar_process(dir: &Path, app_port: u16, log: &Path) -> SidecarProc {
+    SidecarProc::builder(dir)
+        .app_id("killed")
+        .app_port(app_port)
+        .log(log)
+        .ready_within(DEADLINE)
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,7 +201,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let slow = || Answer::After(Duration::from_millis(20), 200);
 
     let app1 = HttpApp::builder().script(move |_| slow()).start().await;
-    let mut first = SidecarProcess::start(dir.path(), app1.port, &log);
+    let mut first = sidecar_process(dir.path(), app1.port, &log);
     wait_cond(
         "100 deliveries before the kill",
         Duration::from_secs(90),
@@ -270,7 +234,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     );
 
     let app2 = HttpApp::builder().script(move |_| slow()).start().await;
-    let _second = SidecarProcess::start(dir.path(), app2.port, &log);
+    let _second = sidecar_process(dir.path(), app2.port, &log);
     wait_cond(
         "every offset delivered after the restart",
         Duration::from_secs(120),
@@ -323,7 +287,7 @@ async fn sigkill_while_a_delivery_hangs_commits_only_what_was_accepted() {
         })
         .start()
         .await;
-    let mut first = SidecarProcess::start(dir.path(), app1.port, &log);
+    let mut first = sidecar_process(dir.path(), app1.port, &log);
     // Auto-commit has caught up with everything accepted before the stuck one...
     let (brokers, g, t) = (broker.addr(), group.clone(), topic.clone());
     tokio::task::spawn_blocking(move || {
@@ -351,7 +315,7 @@ async fn sigkill_while_a_delivery_hangs_commits_only_what_was_accepted() {
     assert_eq!(after_kill, Some(STUCK), "nothing unaccepted is committed");
 
     let app2 = HttpApp::start().await;
-    let _second = SidecarProcess::start(dir.path(), app2.port, &log);
+    let _second = sidecar_process(dir.path(), app2.port, &log);
     wait_cond(
         "the rest after the restart",
         Duration::from_secs(120),
@@ -565,10 +529,7 @@ async fn poison_message_goes_to_the_dead_letter_topic() {
         .collect();
     assert_eq!(tries, vec![1, 2], "maxDeliveryAttempts bounds the attempts");
 
-    let brokers = broker.addr();
-    let dead = tokio::task::spawn_blocking(move || read_topic(&brokers, &dlt, 1, DEADLINE))
-        .await
-        .unwrap();
+    let dead = read_back(broker.addr(), dlt, 1).await;
     let r = &dead[0];
     assert_eq!(r.text(), "m2");
     assert_eq!(r.key_text().as_deref(), Some("k2"));

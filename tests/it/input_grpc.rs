@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use outrigger::proto::runtime::v1::BindingEventResponse;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -127,10 +126,7 @@ async fn reply_to_output_binding_is_produced() {
     .await;
     produce(&broker.addr(), &t_in, [Msg::new("order-7")]).await;
 
-    let brokers = broker.addr();
-    let records = tokio::task::spawn_blocking(move || read_topic(&brokers, &t_out, 1, DEADLINE))
-        .await
-        .unwrap();
+    let records = read_back(broker.addr(), t_out, 1).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].text(), "seen order-7");
     assert_eq!(app.accepted_to("incoming").len(), 1);

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -247,10 +246,7 @@ async fn reply_with_to_is_produced_to_the_output_binding() {
     let sidecar = start_sidecar(&components, |c| c.app_port = Some(app.port)).await;
     produce(&broker.addr(), &t_in, [Msg::new("order-9")]).await;
 
-    let brokers = broker.addr();
-    let records = tokio::task::spawn_blocking(move || read_topic(&brokers, &t_out, 1, DEADLINE))
-        .await
-        .unwrap();
+    let records = read_back(broker.addr(), t_out, 1).await;
     assert_eq!(records[0].text(), r#"{"seen":true}"#);
     assert_eq!(app.accepted_to("incoming")[0].text(), "order-9");
     sidecar.stop().await;

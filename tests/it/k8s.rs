@@ -5,13 +5,12 @@
 //! its components from the API server and follows their changes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::Broker;
-use crate::input_apps::HttpApp;
+use crate::support::{Broker, HttpApp, SidecarProc};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -356,64 +355,6 @@ async fn k8s_tutorial_manifests_applied_unchanged_give_injected_pods_and_a_compo
     );
 }
 
-/// An `outrigger sidecar` process; killed when dropped.
-struct SidecarProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl SidecarProcess {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `host:port` from the first log line with `marker` followed by an address.
-    async fn addr(&self, marker: &str) -> String {
-        eventually(
-            &format!("{marker} in the sidecar log"),
-            Duration::from_secs(60),
-            || async {
-                let log = self.log();
-                let line = log.lines().find(|l| l.contains(marker))?;
-                let start = line.find("127.0.0.1:")?;
-                let rest = &line[start..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                    .unwrap_or(rest.len());
-                Some(rest[..end].to_string())
-            },
-        )
-        .await
-    }
-
-    fn stop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("--- sidecar log (last lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn metadata_components(http: &reqwest::Client, api: &str) -> Vec<String> {
     let Ok(r) = http.get(format!("http://{api}/v1.0/metadata")).send().await else {
         return Vec::new();
@@ -530,46 +471,25 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
     );
 
     let app = HttpApp::start().await;
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outrigger"))
-        .args(["sidecar", "--mode", "kubernetes", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args([
-            "--namespace",
-            &ns,
-            "--app-id",
-            "bindings-nodeapp",
-            "--app-port",
-            &app.port.to_string(),
-        ])
-        .args([
-            "--dapr-http-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--enable-metrics=false",
-        ])
-        .args(["--dapr-listen-addresses", "127.0.0.1"])
-        .args([
+    let mut sidecar = SidecarProc::builder_without_resources()
+        .args(&["--mode", "kubernetes", "--kubeconfig"])
+        .arg(kubeconfig.to_str().unwrap())
+        .args(&["--namespace", &ns])
+        .app_id("bindings-nodeapp")
+        .app_port(app.port)
+        .no_metrics()
+        .args(&[
             "--dapr-public-port",
             "0",
             "--dapr-public-listen-addresses",
             "127.0.0.1",
         ])
-        .args(["--log-level", "debug"])
-        .env_remove("NAMESPACE")
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let mut sidecar = SidecarProcess {
-        child,
-        log: log.path().to_path_buf(),
-    };
-    let public = sidecar.addr("public health port listening").await;
-    let api = sidecar.addr("API listening").await;
+        .log_level("debug")
+        .start();
+    let public = sidecar
+        .logged_addr("public health port listening")
+        .expect("the public health port in the log");
+    let api = format!("127.0.0.1:{}", sidecar.http_port);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -585,7 +505,7 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
         },
     )
     .await;
-    assert_eq!(names, ["sample-topic"], "{}", sidecar.log());
+    assert_eq!(names, ["sample-topic"], "{}", sidecar.log_text());
 
     // The public port serves health only.
     let health = http
@@ -662,9 +582,9 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
     )
     .await;
     assert!(
-        sidecar.log().contains("Components changed"),
+        sidecar.log_text().contains("Components changed"),
         "{}",
-        sidecar.log()
+        sidecar.log_text()
     );
 
     // A deleted Component goes away.
@@ -686,7 +606,7 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
         Duration::from_secs(30),
         || async {
             sidecar
-                .log()
+                .log_text()
                 .contains("Secret \"missing-secret\" does not exist")
                 .then_some(())
         },
@@ -702,8 +622,11 @@ async fn k8s_sidecar_takes_components_from_the_api_server_with_only_the_sidecar_
         .text()
         .await
         .unwrap();
-    sidecar.stop();
-    let log = sidecar.log();
+    // Blocking, as this test's runtime has one thread: deliveries the app has
+    // in flight wait, and the grace period bounds the stop.
+    let status = sidecar.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", sidecar.log_text());
+    let log = sidecar.log_text();
     assert!(log.contains("outrigger stopped"), "{log}");
     for (what, text) in [("log", &log), ("/v1.0/metadata", &metadata)] {
         assert!(

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 /// A Kafka component whose values may span lines (PEM text): each value is a
 /// YAML double-quoted scalar (JSON string syntax is valid YAML).
@@ -298,10 +297,12 @@ fn sidecar_exit(doc: &str) -> (Option<i32>, String) {
         .arg(outrigger_bin())
         .arg("sidecar")
         .args(["--app-id", "auth"])
-        .args(["--dapr-http-port", &free_port().to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
+        // Port 0: a sidecar that wrongly accepted the file would still bind.
+        .args(["--dapr-http-port", "0", "--dapr-grpc-port", "0"])
+        .arg("--enable-metrics=false")
         .arg("--resources-path")
         .arg(dir.path())
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -395,43 +396,9 @@ fn client_certificates_outside_mtls_are_reported_not_silently_dropped() {
         ],
     );
     let dir = components_dir(&[doc]);
-    let mut child = Command::new(outrigger_bin())
-        .arg("sidecar")
-        .args(["--app-id", "auth"])
-        .args(["--dapr-http-port", &free_port().to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
-        .arg("--resources-path")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The warning is written while the components load, before readiness.
-    let stdout = child.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let done = line.contains("clientKey");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        seen
-    });
-    wait_for(
-        "the warning about clientKey",
-        Duration::from_secs(30),
-        || lines.is_finished().then_some(()),
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    let seen = lines.join().unwrap().join("\n");
+    // The warning is written while the components load, before the sidecar listens.
+    let sidecar = SidecarProc::builder(dir.path()).app_id("auth").start();
+    let seen = sidecar.log_text();
     assert!(
         seen.contains("clientCert") && seen.contains("mtls"),
         "{seen}"

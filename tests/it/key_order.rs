@@ -24,8 +24,7 @@ use tokio::task::JoinHandle;
 use outrigger::bindings::{self, kafka::KafkaMetadata};
 use outrigger::config::{self, ConfigError};
 
-use crate::common::*;
-use crate::input_apps::{committed, input_component, input_status};
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -633,10 +632,7 @@ async fn a_poison_record_moves_to_the_dead_letter_topic_and_its_key_resumes() {
     );
     assert_key_order(&app.accepted());
     assert_eq!(app.overlaps(), Vec::<String>::new());
-    let (b, t) = (broker.addr(), dlq.clone());
-    let moved = tokio::task::spawn_blocking(move || read_topic(&b, &t, 1, DEADLINE))
-        .await
-        .unwrap();
+    let moved = read_back(broker.addr(), dlq.clone(), 1).await;
     assert_eq!(moved[0].text(), format!("{POISON_KEY}#0"));
     assert_eq!(moved[0].key_text().as_deref(), Some(POISON_KEY));
     wait_committed(&broker.addr(), &group, &topic, 0, 200).await;

@@ -4,164 +4,18 @@
 //! exit codes, signals (no orphans, ports freed) and the multi-app template.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
+use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A running `outrigger run`, its stdout and stderr collected line by line.
-struct Launcher {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Launcher {
-    fn start(args: &[OsString], dir: &Path, env: &[(&str, String)]) -> Launcher {
-        let mut cmd = Command::new(outrigger_bin());
-        cmd.arg("run")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start outrigger run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), lines.clone()),
-            collect(child.stderr.take().unwrap(), lines.clone()),
-        ];
-        Launcher {
-            child,
-            lines,
-            readers,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn output(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    /// Waits for a line that starts with `prefix`; returns the rest of it.
-    fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
-        wait_for(&format!("a line starting {prefix:?}"), timeout, || {
-            self.lines()
-                .iter()
-                .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
-        })
-    }
-
-    fn count(&self, line: &str) -> usize {
-        self.lines().iter().filter(|l| *l == line).count()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "signal {sig} to outrigger run");
-    }
-
-    /// Waits for `outrigger run` to exit and for its output to be read to the end.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let status = wait_for("outrigger run to exit", timeout, || {
-            self.child.try_wait().unwrap()
-        });
-        for r in self.readers.drain(..) {
-            r.join().unwrap();
-        }
-        status
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        // A failed test must not leave apps behind: SIGTERM lets the launcher stop them.
-        if self.child.try_wait().ok().flatten().is_none() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            while self.child.try_wait().ok().flatten().is_none()
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if std::env::var_os("TEST_LOG").is_some() {
-                eprintln!("{line}");
-            }
-            lines.lock().unwrap().push(line);
-        }
-    })
-}
-
 fn args(items: &[&str]) -> Vec<OsString> {
     items.iter().map(OsString::from).collect()
-}
-
-/// True while the process exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-        Err(_) => false,
-    }
-}
-
-/// Live processes whose working directory is under `dir` (apps we started there).
-fn processes_in(dir: &Path) -> Vec<(i32, String)> {
-    let dir = dir.canonicalize().unwrap();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(&dir) && alive(pid) {
-            let cmdline = std::fs::read_to_string(entry.path().join("cmdline"))
-                .unwrap_or_default()
-                .replace('\0', " ");
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// PATH with the test venv first, so that `python3` has `requests`.
@@ -250,7 +104,9 @@ fn quickstart_through_the_run_template() {
     let broker = Broker::start();
     let topic = unique("sample");
     broker.create_topic(&topic, 1);
-    let app_port = free_port();
+    // Held by the test: the node app binds it (SO_REUSEADDR), nothing else can.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let dir = quickstart_copy(&broker, &topic, app_port);
 
     let template = dir.path().join("examples/bindings");
@@ -261,16 +117,8 @@ fn quickstart_through_the_run_template() {
     );
     let node = "== APP - bindings-nodeapp == ";
     let py = "== APP - bindings-pythonapp == ";
-    wait_for("order 20 at the consumer", LONG, || {
-        (run.count(&format!("{node}{{ orderId: 20 }}")) > 0).then_some(())
-    });
-    wait_for("the producer to finish", LONG, || {
-        let lines = run.lines();
-        lines
-            .iter()
-            .any(|l| l == "Exited app bindings-pythonapp successfully")
-            .then_some(())
-    });
+    run.wait_line(&format!("{node}{{ orderId: 20 }}"), LONG);
+    run.wait_line("Exited app bindings-pythonapp successfully", LONG);
 
     let lines = run.lines();
     let ready = lines
@@ -321,7 +169,8 @@ fn quickstart_through_the_run_template() {
     assert!(run.count("== DAPR - bindings-nodeapp == Exited Dapr successfully") == 1);
     let left = processes_in(dir.path());
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert!(port_free(app_port));
+    assert_released(app_port, dir.path(), &[run.pid()]);
+    assert!(!port_open(app_port), "nobody listens on the app port");
 }
 
 const PRINT_ENV: &str = r#"
@@ -343,7 +192,9 @@ fn tutorial_command_shape_and_app_environment() {
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: tick\nspec:\n  type: bindings.cron\n  version: v1\n  metadata:\n  - name: schedule\n    value: \"@every 1h\"\n",
     );
     let stop = dir.path().join("stop");
-    let app_port = free_port();
+    // Passed to the app, which does not listen: held so that nobody else does.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let app_id = unique("tutorial");
     // As the tutorial writes it: launcher flags after the app command, and the
     // app's own arguments mixed in; after `--` everything is the app's.
@@ -420,7 +271,11 @@ fn tutorial_command_shape_and_app_environment() {
     assert_eq!(run.count("== APP == bye"), 1);
     assert_eq!(run.count("Exited App successfully"), 1);
     assert_eq!(run.count("Exited Dapr successfully"), 1);
-    assert!(port_free(http) && port_free(grpc));
+    // The ports the launcher picked: no process of this run listens there now
+    // (another one on the machine may have taken them since).
+    assert!(processes_in(dir.path()).is_empty());
+    assert_released(http, dir.path(), &[run.pid()]);
+    assert_released(grpc, dir.path(), &[run.pid()]);
 }
 
 #[test]
@@ -491,7 +346,11 @@ fn sigterm_stops_the_app_and_its_children() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("app.py"), TRAPS_TERM);
     let marker = dir.path().join("got-term");
-    let (http, grpc, app_port) = (free_port(), free_port(), free_port());
+    // The ports are given, and held by the test from before the start to the
+    // end: the sidecar and the app bind them (SO_REUSEADDR), nothing else can,
+    // and that nobody listens on them afterwards says something.
+    let ports = [(); 3].map(|_| ReservedPort::new());
+    let [http, grpc, app_port] = ports.each_ref().map(ReservedPort::port);
     let mut run = Launcher::start(
         &[
             "--app-id".into(),
@@ -519,7 +378,9 @@ fn sigterm_stops_the_app_and_its_children() {
         .collect();
     let (app, grandchild) = (pids[0], pids[1]);
     assert!(alive(app) && alive(grandchild));
-    assert!(!port_free(http) && !port_free(grpc) && !port_free(app_port));
+    for port in [http, grpc, app_port] {
+        assert!(port_open(port), "port {port} serves\n{}", run.output());
+    }
 
     run.signal(libc::SIGTERM);
     let status = run.wait_exit(LONG);
@@ -532,7 +393,10 @@ fn sigterm_stops_the_app_and_its_children() {
     );
     let left = processes_in(dir.path());
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert!(port_free(http) && port_free(grpc) && port_free(app_port));
+    for port in [http, grpc, app_port] {
+        assert!(!port_open(port), "port {port} still served");
+        assert_released(port, dir.path(), &[run.pid(), app, grandchild]);
+    }
     assert_eq!(run.count("Exited Dapr successfully"), 1, "{}", run.output());
 }
 
@@ -544,7 +408,8 @@ fn sigkill_of_the_launcher_stops_the_app() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("app.py"), TRAPS_TERM);
     let marker = dir.path().join("got-term");
-    let app_port = free_port();
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let mut run = Launcher::start(
         &[
             "--app-id".into(),
@@ -552,9 +417,9 @@ fn sigkill_of_the_launcher_stops_the_app() {
             "--app-port".into(),
             app_port.to_string().into(),
             "-H".into(),
-            free_port().to_string().into(),
+            "0".into(),
             "-G".into(),
-            free_port().to_string().into(),
+            "0".into(),
             "python3".into(),
             "app.py".into(),
             marker.clone().into_os_string(),

@@ -1,10 +1,10 @@
 //! Integration tests, in one binary so that a change links once. Each module
 //! starts what it needs (broker, sidecars, apps) on loopback and stops it.
 
-mod common;
-mod sdk_procs;
+mod support;
 
 mod api_errors;
+mod api_inprocess;
 mod app_faults;
 #[cfg(feature = "bench")]
 mod bench_smoke;
@@ -18,7 +18,6 @@ mod deploy;
 mod group_failover;
 mod grpcurl;
 mod hostile;
-mod input_apps;
 mod input_faults;
 mod input_grpc;
 mod input_http;

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 /// The value of the one sample line that starts with `series` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -41,7 +40,7 @@ async fn counts_output_calls_input_deliveries_and_retries() {
         // Nothing listens on this broker address: every call fails.
         kafka_component(
             "nowhere",
-            &format!("127.0.0.1:{}", free_port()),
+            &closed_addr(),
             &[("publishTopic", "x"), ("produceTimeout", "2s")],
         ),
         input_component("events", &broker.addr(), &in_topic, &unique("group"), &[]),

@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 use outrigger::proto::runtime::v1::InvokeBindingRequest;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const HTTP_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const GRPC_PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -185,10 +184,7 @@ async fn traced_sidecar(
 }
 
 async fn read_records(broker: &Broker, topic: &str, n: usize) -> Vec<Record> {
-    let (addr, topic) = (broker.addr(), topic.to_string());
-    tokio::task::spawn_blocking(move || read_topic(&addr, &topic, n, Duration::from_secs(20)))
-        .await
-        .unwrap()
+    read_back(broker.addr(), topic, n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -368,7 +364,7 @@ async fn dead_collector_fails_no_call() {
     let topic = unique("otlp-dead");
     broker.create_topic(&topic, 1);
     // Nothing listens there.
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let endpoint = format!("http://{}", closed_addr());
     let sidecar = start_sidecar(
         &[kafka_component(
             "otlp-out",

@@ -6,18 +6,11 @@
 //! reply (as daprd, an empty 204 that names no topic, partition or offset),
 //! ordering, health, metadata and shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::*;
-
-/// Reads `n` records back on a blocking thread, so the runtime keeps serving.
-async fn read_back(brokers: String, topic: String, n: usize) -> Vec<Record> {
-    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, n, Duration::from_secs(30)))
-        .await
-        .unwrap()
-}
+use crate::support::*;
 
 /// As daprd, a successful write answers an empty 204 that names nothing of the
 /// record's position (no `metadata.topic`, `metadata.partition`, `metadata.offset`).
@@ -79,26 +72,9 @@ pub(crate) fn header_names(r: &Record) -> Vec<&str> {
     names
 }
 
-/// One broker, one topic with one partition, one sidecar with binding `orders` on it.
-async fn orders_setup() -> (Broker, String, TestSidecar) {
-    let broker = Broker::start();
-    let topic = unique("orders");
-    broker.create_topic(&topic, 1);
-    let sidecar = start_sidecar(
-        &[kafka_component(
-            "orders",
-            &broker.addr(),
-            &[("publishTopic", &topic)],
-        )],
-        |_| {},
-    )
-    .await;
-    (broker, topic, sidecar)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn post_produces_with_key_and_headers() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
 
     let client = reqwest::Client::new();
     let resp = client
@@ -143,7 +119,7 @@ async fn post_produces_with_key_and_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_of_every_json_type_arrives_as_compact_json_text() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     // A record value that is null, not empty: no payload at all.
     const NULL: &str = "<null>";
@@ -226,7 +202,7 @@ async fn data_of_every_json_type_arrives_as_compact_json_text() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_becomes_key_and_headers() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
     let bodies = [
@@ -293,7 +269,7 @@ async fn metadata_becomes_key_and_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundred_sequential_posts_land_in_order() {
-    let (broker, topic, sidecar) = orders_setup().await;
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
     let url = format!("{}/v1.0/bindings/orders", sidecar.http());
     let client = reqwest::Client::new();
     for n in 0..100 {
@@ -376,8 +352,9 @@ async fn health_waits_for_the_app_and_metadata_names_it() {
     let broker = Broker::start();
     let topic = unique("meta");
     broker.create_topic(&topic, 1);
-    // The app port is reserved but nothing listens yet.
-    let app_port = free_port();
+    // The app port is reserved (held by the test), but nothing listens yet.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             "meta-out",
@@ -433,7 +410,7 @@ async fn health_waits_for_the_app_and_metadata_names_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn put_metadata_shows_in_extended() {
-    let (_broker, _topic, sidecar) = orders_setup().await;
+    let (_broker, _topic, sidecar) = orders_setup(|_| {}).await;
     let client = reqwest::Client::new();
     let resp = client
         .put(format!("{}/v1.0/metadata/team", sidecar.http()))
@@ -456,7 +433,7 @@ async fn put_metadata_shows_in_extended() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_endpoint_stops_the_in_process_sidecar() {
-    let (_broker, _topic, mut sidecar) = orders_setup().await;
+    let (_broker, _topic, mut sidecar) = orders_setup(|_| {}).await;
     let http = sidecar.http();
     let resp = reqwest::Client::new()
         .post(format!("{http}/v1.0/shutdown"))
@@ -469,7 +446,11 @@ async fn shutdown_endpoint_stops_the_in_process_sidecar() {
         .await
         .expect("the sidecar stops after /v1.0/shutdown");
     let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(!port_open(port), "the HTTP port is closed after shutdown");
+    // Whether someone else listens there by now is not this test's business.
+    assert!(
+        !listening_here(port),
+        "the HTTP port is closed after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,23 +463,8 @@ async fn shutdown_endpoint_ends_the_process_with_exit_code_0() {
         &broker.addr(),
         &[("publishTopic", &topic)],
     )]);
-    let (http_port, grpc_port) = (free_port(), free_port());
-    let mut child = std::process::Command::new(outrigger_bin())
-        .args([
-            "sidecar",
-            "--app-id",
-            "bin-app",
-            "--dapr-listen-addresses",
-            "127.0.0.1",
-        ])
-        .args(["--dapr-http-port", &http_port.to_string()])
-        .args(["--dapr-grpc-port", &grpc_port.to_string()])
-        .arg("--resources-path")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start outrigger");
+    let mut sidecar = SidecarProc::builder(dir.path()).app_id("bin-app").start();
+    let http_port = sidecar.http_port;
     let base = format!("http://127.0.0.1:{http_port}");
     let client = reqwest::Client::new();
     wait_until(
@@ -528,19 +494,8 @@ async fn shutdown_endpoint_ends_the_process_with_exit_code_0() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("outrigger did not exit within 30 s of /v1.0/shutdown");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    let status = tokio::task::block_in_place(|| sidecar.wait_exit(Duration::from_secs(30)));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", sidecar.log_text());
     let records = read_back(broker.addr(), topic, 1).await;
     assert_eq!(records[0].text(), r#"{"from":"binary"}"#);
 }

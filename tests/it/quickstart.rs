@@ -8,9 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 const ORDERS: usize = 100;
 
@@ -40,13 +38,14 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
     let components = components_dir(&[quickstart_component(&broker.addr(), &topic, &group)]);
 
     // Consumer: `dapr run --app-id bindings-nodeapp --app-port 3000 node app.js`.
-    let app_port = free_port();
-    let mut consumer_sidecar = ChildSidecar::start(
-        "bindings-nodeapp",
-        components.path(),
-        &["--app-port", &app_port.to_string()],
-    )
-    .await;
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
+    let logs = tempfile::tempdir().unwrap();
+    let consumer_sidecar = SidecarProc::builder(components.path())
+        .app_id("bindings-nodeapp")
+        .app_port(app_port)
+        .log(&logs.path().join("consumer-sidecar.log"))
+        .start();
     let nodeapp = repo_root().join("examples/bindings/nodeapp");
     let mut cmd = node(&nodeapp, "app.js");
     clear_dapr_env(&mut cmd)
@@ -79,8 +78,10 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
     .await;
 
     // Producer: `dapr run --app-id bindings-pythonapp python3 app.py` (no app port).
-    let mut producer_sidecar =
-        ChildSidecar::start("bindings-pythonapp", components.path(), &[]).await;
+    let producer_sidecar = SidecarProc::builder(components.path())
+        .app_id("bindings-pythonapp")
+        .log(&logs.path().join("producer-sidecar.log"))
+        .start();
 
     // The component reads from the newest offset, as in the tutorial: an order
     // sent before the consumer's start offset is fixed would be skipped. Send a
@@ -109,7 +110,7 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
                 std::time::Instant::now() < deadline,
                 "no warm-up order reached the consumer\n{}\n{}",
                 consumer.transcript(),
-                consumer_sidecar.proc.transcript()
+                consumer_sidecar.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -167,24 +168,26 @@ async fn quickstart_orders_flow_from_python_producer_to_node_consumer() {
 
     // Both sidecars stop cleanly on SIGTERM, as on Ctrl-C in the tutorial.
     let stopped = tokio::task::spawn_blocking(move || {
-        let a = consumer_sidecar.proc.terminate(Duration::from_secs(15));
-        let b = producer_sidecar.proc.terminate(Duration::from_secs(15));
-        (a, b, consumer_sidecar, producer_sidecar)
+        let mut sidecars = [consumer_sidecar, producer_sidecar];
+        for s in &mut sidecars {
+            s.signal(libc::SIGTERM);
+        }
+        let exits = sidecars
+            .each_mut()
+            .map(|s| s.wait_exit(Duration::from_secs(15)));
+        (exits, sidecars)
     })
     .await
     .unwrap();
     consumer.kill();
-    let (consumer_exit, producer_exit, consumer_sidecar, producer_sidecar) = stopped;
-    assert!(
-        consumer_exit.is_some_and(|s| s.success()),
-        "consumer sidecar exit: {consumer_exit:?}\n{}",
-        consumer_sidecar.proc.transcript()
-    );
-    assert!(
-        producer_exit.is_some_and(|s| s.success()),
-        "producer sidecar exit: {producer_exit:?}\n{}",
-        producer_sidecar.proc.transcript()
-    );
+    let (exits, sidecars) = stopped;
+    for ((exit, sidecar), who) in exits.iter().zip(&sidecars).zip(["consumer", "producer"]) {
+        assert!(
+            exit.success(),
+            "{who} sidecar exit: {exit:?}\n{}",
+            sidecar.log_text()
+        );
+    }
 
     // Every delivery logs `Hello from Kafka!` then the body; orders 1..=100 in order.
     let out = consumer.stdout_lines();

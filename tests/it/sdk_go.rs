@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-use crate::input_apps::{Msg, produce};
-use crate::sdk_procs::*;
+use crate::support::*;
 
 /// A Go SDK program, found by the environment any Dapr app reads.
 fn go_program(name: &str, grpc_port: u16, http_port: u16) -> Command {
@@ -132,7 +130,9 @@ async fn go_service_receives_events(protocol: AppProtocol) {
     let topic = unique("go-in");
     let group = unique("go-group");
     broker.create_topic(&topic, 1);
-    let app_port = free_port();
+    // Held until the test ends: the app binds it (SO_REUSEADDR), nothing else can.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             "sample-topic",

@@ -6,8 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::*;
-use crate::sdk_procs::*;
+use crate::support::*;
 
 /// `java -jar sdk-java-invoke.jar ARGS`, finding the sidecar the way any Dapr
 /// app does (DAPR_SIDECAR_IP, DAPR_GRPC_PORT, DAPR_HTTP_PORT).

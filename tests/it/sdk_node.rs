@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 fn node_script(args: &[&str]) -> Command {
     let mut cmd = node(&tests_node_dir(), args[0]);
@@ -176,7 +174,9 @@ async fn server_receives_each_event_once_in_order(protocol: AppProtocol, binding
     let topic = unique("node-in");
     let group = unique("node-group");
     broker.create_topic(&topic, 1);
-    let app_port = free_port();
+    // Held until the test ends: the app binds it (SO_REUSEADDR), nothing else can.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             binding,

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use outrigger::app_channel::AppProtocol;
 
-use crate::common::*;
-
-use crate::sdk_procs::*;
+use crate::support::*;
 
 /// The environment the SDK reads to find its sidecar.
 fn sdk_env(cmd: &mut Command, sidecar: &TestSidecar) {
@@ -171,7 +169,9 @@ async fn grpc_app_receives_each_event_once_in_order() {
     let topic = unique("py-in");
     let group = unique("py-group");
     broker.create_topic(&topic, 1);
-    let app_port = free_port();
+    // Held until the test ends: the app binds it (SO_REUSEADDR), nothing else can.
+    let reserved = ReservedPort::new();
+    let app_port = reserved.port();
     let sidecar = start_sidecar(
         &[kafka_component(
             "sample-topic",
@@ -203,6 +203,9 @@ async fn grpc_app_receives_each_event_once_in_order() {
         "the sidecar to ask the app for its bindings",
         Duration::from_secs(30),
         || {
+            if let Some(status) = app.exited() {
+                panic!("the app exited ({status})\n{}", app.transcript());
+            }
             let http = http.clone();
             async move {
                 input_binding_status(&http, "sample-topic")

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use dapr::client::ClientOptions;
 
-use crate::common::*;
 use crate::output_http::{header_names, new_traceparent};
+use crate::support::*;
 
 async fn client(
     sidecar: &TestSidecar,
@@ -89,11 +89,7 @@ async fn rust_sdk_invokes_the_binding_and_reads_metadata() {
         "{md:?}"
     );
 
-    let addr = broker.addr();
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&addr, &topic, 1, Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let records = read_back(broker.addr(), topic, 1).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].text(), r#"{"orderId":7}"#);
     assert_eq!(records[0].key_text().as_deref(), Some("k-rs"));

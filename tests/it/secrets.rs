@@ -6,28 +6,17 @@
 //! are on loopback unless told otherwise.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use outrigger::proto::runtime::v1 as pb;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const SASL_SECRET: &str = "sasl-pw-7f3a9c1e";
 const API_SECRET: &str = "api-token-5b2d8e4f";
 const APP_SECRET: &str = "app-token-9c4e1a7b";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [SASL_SECRET, API_SECRET, APP_SECRET] {
@@ -38,29 +27,15 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start(dir: &Path, log: &Path, json: bool, http: u16, grpc: u16, metrics: u16, app: u16) -> Proc {
-    let file = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(outrigger_bin());
-    cmd.arg("sidecar")
-        .args(["--app-id", "secretive"])
-        .args(["--app-port", &app.to_string()])
-        .args(["--dapr-http-port", &http.to_string()])
-        .args(["--dapr-grpc-port", &grpc.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .args(["--dapr-listen-addresses", "127.0.0.1"])
-        .arg("--resources-path")
-        .arg(dir)
-        .args(["--log-level", "debug"])
+/// The sidecar with both tokens in its environment, logging at debug level.
+fn start(dir: &Path, json: bool, app: u16) -> SidecarProc {
+    let builder = SidecarProc::builder(dir)
+        .app_id("secretive")
+        .app_port(app)
+        .log_level("debug")
         .env("DAPR_API_TOKEN", API_SECRET)
-        .env("APP_API_TOKEN", APP_SECRET)
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .stdin(Stdio::null());
-    if json {
-        cmd.arg("--log-as-json");
-    }
-    Proc(cmd.spawn().expect("start outrigger sidecar"))
+        .env("APP_API_TOKEN", APP_SECRET);
+    if json { builder.json_logs() } else { builder }.start()
 }
 
 async fn exercise(json: bool) {
@@ -88,9 +63,9 @@ async fn exercise(json: bool) {
         ),
     ];
     let dir = components_dir(&docs);
-    let log = dir.path().join("sidecar.log");
-    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
-    let mut proc = start(dir.path(), &log, json, http, grpc, metrics, app.port);
+    let mut proc = start(dir.path(), json, app.port);
+    let (http, grpc) = (proc.http_port, proc.grpc_port);
+    let metrics = proc.metrics_port.expect("metrics on");
     let base = format!("http://127.0.0.1:{http}");
     let client = reqwest::Client::new();
     wait_until("the sidecar's health route", DEADLINE, || {
@@ -177,7 +152,7 @@ async fn exercise(json: bool) {
     assert_eq!(probe.header("dapr-api-token"), Some(APP_SECRET));
     // The consumer has tried to log in (and failed) by now: the log says so.
     wait_until("the SASL failure in the log", DEADLINE, || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = proc.log_text();
         async move {
             let lower = text.to_lowercase();
             (lower.contains("sasl") || lower.contains("authentication")).then_some(())
@@ -185,15 +160,9 @@ async fn exercise(json: bool) {
     })
     .await;
     // Then a graceful stop, so that the whole log, shutdown included, is checked.
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(proc.0.id() as i32, libc::SIGTERM) };
-    let status = wait_until("the sidecar to exit", DEADLINE, || {
-        let exited = proc.0.try_wait().unwrap();
-        async move { exited }
-    })
-    .await;
+    let status = tokio::task::block_in_place(|| proc.terminate(DEADLINE));
     assert_eq!(status.code(), Some(0));
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = proc.log_text();
     assert!(
         text.contains("secured"),
         "the log names the binding:\n{text}"
@@ -242,20 +211,12 @@ fn listening_on(port: u16) -> Vec<String> {
 #[test]
 fn listeners_are_loopback_only_by_default() {
     let dir = components_dir(&[]);
-    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
-    let mut proc = Proc(
-        Command::new(outrigger_bin())
-            .arg("sidecar")
-            .args(["--dapr-http-port", &http.to_string()])
-            .args(["--dapr-grpc-port", &grpc.to_string()])
-            .args(["--metrics-port", &metrics.to_string()])
-            .arg("--resources-path")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start outrigger sidecar"),
-    );
+    // The sidecar's own default listen addresses.
+    let proc = SidecarProc::builder(dir.path())
+        .listen_addresses(None)
+        .start();
+    let (http, grpc) = (proc.http_port, proc.grpc_port);
+    let metrics = proc.metrics_port.expect("metrics on");
     const V4_LOOPBACK: &str = "0100007F";
     const V6_LOOPBACK: &str = "00000000000000000000000001000000";
     // All three bound (IPv4 at least; ::1 is optional on hosts without IPv6)...
@@ -276,6 +237,5 @@ fn listeners_are_loopback_only_by_default() {
             );
         }
     }
-    let _ = proc.0.kill();
-    let _ = proc.0.wait();
+    drop(proc);
 }

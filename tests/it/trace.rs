@@ -8,8 +8,7 @@ use outrigger::app_channel::AppProtocol;
 use outrigger::proto::runtime::v1::InvokeBindingRequest;
 use outrigger::proto::runtime::v1::dapr_client::DaprClient;
 
-use crate::common::*;
-use crate::input_apps::*;
+use crate::support::*;
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const STATE: &str = "congo=t61rcWkgMzE";
@@ -63,11 +62,7 @@ async fn caller_trace_context_becomes_record_headers() {
         .unwrap();
     assert_eq!(resp.status(), 204);
 
-    let addr = broker.addr();
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&addr, &topic, 3, Duration::from_secs(20)))
-            .await
-            .unwrap();
+    let records = read_back(broker.addr(), topic, 3).await;
     assert_eq!(records[0].text(), "\"http\"");
     assert_eq!(records[0].header("traceparent").as_deref(), Some(PARENT));
     assert_eq!(records[0].header("tracestate").as_deref(), Some(STATE));

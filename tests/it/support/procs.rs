@@ -1,8 +1,6 @@
-//! Child processes for the SDK and quickstart tests: Python and Node apps whose
-//! output lines are collected as they come, and `outrigger sidecar` run as the
-//! real binary. Everything is killed on drop. Used by sdk_python, sdk_node and
-//! quickstart.
-#![allow(dead_code)]
+//! App processes for the SDK and quickstart tests: Python, Node, Go and Java
+//! apps whose output lines are collected as they come (killed on drop); and
+//! what tests ask /proc about processes and the ports they listen on.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use super::*;
 
 /// A child process whose stdout and stderr lines are collected by reader threads.
 pub struct Proc {
@@ -221,85 +219,104 @@ pub fn clear_dapr_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// `outrigger sidecar` as a child process on free ports, its output kept in a
-/// [`Proc`] transcript (for tests that show it beside their apps' output).
-pub struct ChildSidecar {
-    pub proc: Proc,
-    pub http_port: u16,
-    pub grpc_port: u16,
-}
-
-impl ChildSidecar {
-    /// Starts the binary; `extra` adds flags (e.g. `--app-port`). Returns once
-    /// `/v1.0/healthz/outbound` answers 204 on the port it was given.
-    pub async fn start(app_id: &str, resources: &Path, extra: &[&str]) -> ChildSidecar {
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let mut cmd = Command::new(outrigger_bin());
-        clear_dapr_env(&mut cmd);
-        cmd.arg("sidecar")
-            .args(["--app-id", app_id])
-            .args(["--dapr-http-port", &http_port.to_string()])
-            .args(["--dapr-grpc-port", &grpc_port.to_string()])
-            .arg("--resources-path")
-            .arg(resources)
-            .args(["--log-level", "info"])
-            .args(extra);
-        let mut proc = Proc::spawn(&format!("sidecar {app_id}"), cmd);
-        let url = format!("http://127.0.0.1:{http_port}/v1.0/healthz/outbound");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // Checked first: another process could hold the port we picked.
-            if let Some(status) = proc.exited() {
-                panic!(
-                    "sidecar {app_id} exited early ({status})\n{}",
-                    proc.transcript()
-                );
-            }
-            if let Ok(r) = client.get(&url).send().await
-                && r.status() == 204
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for sidecar {app_id} to answer {url}\n{}",
-                proc.transcript()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X'))
         }
-        ChildSidecar {
-            proc,
-            http_port,
-            grpc_port,
-        }
-    }
-
-    pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        Err(_) => false,
     }
 }
 
-/// The `inputBindings` entry of `/v1.0/metadata` for `name` (outrigger's own
-/// addition to the metadata: state, detail, delivered count).
-pub async fn input_binding_status(http: &str, name: &str) -> Option<serde_json::Value> {
-    let md: serde_json::Value = reqwest::get(format!("{http}/v1.0/metadata"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    md["inputBindings"]
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name)
-        .cloned()
+/// Live processes whose working directory is under `dir` (apps we started there).
+pub fn processes_in(dir: &Path) -> Vec<(i32, String)> {
+    let dir = dir.canonicalize().unwrap();
+    let mut found = Vec::new();
+    for (pid, proc_dir) in pids() {
+        let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(&dir) && alive(pid) {
+            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
 
-/// True once the input binding has partitions assigned (its consumer joined the group).
-pub async fn input_binding_assigned(http: &str, name: &str) -> bool {
-    input_binding_status(http, name).await.is_some_and(|s| {
-        s["state"] == "subscribed" && s["detail"].as_str().is_some_and(|d| d.contains("assigned"))
-    })
+fn pids() -> impl Iterator<Item = (i32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path())))
+}
+
+/// The processes (that this user may inspect) with a socket listening on TCP
+/// `port`, any address. Unlike "can the port be bound", this does not change
+/// when some other process on the machine takes the port after ours let it go.
+pub fn listeners_on(port: u16) -> Vec<(i32, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let on_port = local
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| u16::from_str_radix(p, 16) == Ok(port));
+            if listening && on_port {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    if inodes.is_empty() {
+        return found;
+    }
+    for (pid, proc_dir) in pids() {
+        let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        });
+        if holds {
+            let cmdline = std::fs::read_to_string(proc_dir.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// True when this (test) process has a socket listening on `port`.
+pub fn listening_here(port: u16) -> bool {
+    let me = std::process::id() as i32;
+    listeners_on(port).iter().any(|(pid, _)| *pid == me)
+}
+
+/// Asserts that none of the processes started in `dir` and no process `pids`
+/// names listens on `port` any more.
+pub fn assert_released(port: u16, dir: &Path, pids: &[i32]) {
+    let dir = dir.canonicalize().unwrap();
+    let ours: Vec<(i32, String)> = listeners_on(port)
+        .into_iter()
+        .filter(|(pid, _)| {
+            pids.contains(pid)
+                || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dir))
+        })
+        .collect();
+    assert!(ours.is_empty(), "port {port} still held by {ours:?}");
 }

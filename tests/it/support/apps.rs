@@ -1,9 +1,7 @@
 //! Test apps that input bindings deliver to: an HTTP app (axum) and a gRPC app
 //! (`AppCallback`), both on 127.0.0.1. Each records every call it gets, answers
 //! as the test scripts it (fail, delay, hang) and tracks how many deliveries
-//! were in flight at once. Also helpers to feed topics directly, read a
-//! consumer group's committed offsets and read a sidecar's input binding state.
-#![allow(dead_code)]
+//! were in flight at once.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -16,11 +14,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +22,6 @@ use outrigger::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbac
 use outrigger::proto::runtime::v1::{
     BindingEventRequest, BindingEventResponse, ListInputBindingsResponse,
 };
-
-use crate::common::*;
 
 /// One request an app received.
 #[derive(Debug, Clone)]
@@ -470,169 +461,4 @@ impl GrpcAppBuilder {
         });
         GrpcApp { port, log, task }
     }
-}
-
-/// A Kafka input component that reads `topic` from the start in `group`, with
-/// short group timeouts and quick retries; `extra` adds or overrides metadata.
-pub fn input_component(
-    name: &str,
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    extra: &[(&str, &str)],
-) -> String {
-    let mut meta = vec![
-        ("topics", topic),
-        ("consumerGroup", group),
-        ("initialOffset", "oldest"),
-        ("sessionTimeout", "6s"),
-        ("heartbeatInterval", "1s"),
-        ("consumeRetryInterval", "50ms"),
-    ];
-    meta.extend_from_slice(extra);
-    kafka_component(name, brokers, &meta)
-}
-
-/// One record to produce.
-#[derive(Debug, Clone, Default)]
-pub struct Msg {
-    pub partition: Option<i32>,
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-    /// CreateTime in ms since the epoch (the producer's clock when `None`).
-    pub timestamp: Option<i64>,
-}
-
-impl Msg {
-    pub fn new(payload: impl Into<Vec<u8>>) -> Msg {
-        Msg {
-            payload: payload.into(),
-            ..Msg::default()
-        }
-    }
-    pub fn partition(mut self, p: i32) -> Msg {
-        self.partition = Some(p);
-        self
-    }
-    pub fn key(mut self, k: &str) -> Msg {
-        self.key = Some(k.to_string());
-        self
-    }
-    pub fn header(mut self, k: &str, v: &str) -> Msg {
-        self.headers.push((k.to_string(), v.to_string()));
-        self
-    }
-    pub fn timestamp(mut self, ms: i64) -> Msg {
-        self.timestamp = Some(ms);
-        self
-    }
-}
-
-/// Produces the records one after another (each acknowledged before the next),
-/// so that their order in a partition is the order given.
-pub async fn produce(brokers: &str, topic: &str, msgs: impl IntoIterator<Item = Msg>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "20000")
-        .create()
-        .unwrap();
-    for m in msgs {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let mut record = FutureRecord::<String, Vec<u8>>::to(topic)
-            .payload(&m.payload)
-            .headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(k);
-        }
-        if let Some(p) = m.partition {
-            record = record.partition(p);
-        }
-        if let Some(t) = m.timestamp {
-            record = record.timestamp(t);
-        }
-        producer
-            .send(record, Duration::from_secs(20))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-    }
-}
-
-/// `n` records with payloads `m0`, `m1`, ... spread round-robin over `partitions`.
-pub fn numbered(n: usize, partitions: i32) -> Vec<Msg> {
-    (0..n)
-        .map(|i| Msg::new(format!("m{i}")).partition(i as i32 % partitions))
-        .collect()
-}
-
-/// The offset `group` has committed on `topic`/`partition` (None when nothing is).
-pub fn committed(brokers: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    match got.find_partition(topic, partition)?.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
-}
-
-/// The sidecar's `/v1.0/metadata` entry for input binding `name`.
-pub async fn input_status(http: &str, name: &str) -> serde_json::Value {
-    let md: serde_json::Value = reqwest::get(format!("{http}/v1.0/metadata"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    md["inputBindings"]
-        .as_array()
-        .expect("inputBindings in metadata")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("input binding {name} not in metadata: {md}"))
-        .clone()
-}
-
-/// Waits until the sidecar reports input binding `name` in `state`; returns its status.
-pub async fn wait_input_state(
-    http: &str,
-    name: &str,
-    state: &str,
-    timeout: Duration,
-) -> serde_json::Value {
-    wait_until(
-        &format!("input binding {name} in state {state:?}"),
-        timeout,
-        || async {
-            let s = input_status(http, name).await;
-            (s["state"] == state).then_some(s)
-        },
-    )
-    .await
-}
-
-/// Waits until `check` holds, polling every 20 ms.
-pub async fn wait_cond(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    wait_until(what, timeout, || {
-        let ok = check();
-        async move { ok.then_some(()) }
-    })
-    .await
 }

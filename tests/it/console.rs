@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -44,7 +44,14 @@ async fn a_stdout_nobody_reads_does_not_stall_the_sidecar_or_kafka() {
         &broker.addr(),
         &[("publishTopic", &topic)],
     )]);
-    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+    // Ports the launcher must be told: reserved (held, never listened on) so
+    // that nobody else takes them while the sidecar binds them.
+    let reserved = [
+        ReservedPort::new(),
+        ReservedPort::new(),
+        ReservedPort::new(),
+    ];
+    let (http, grpc, metrics) = (reserved[0].port(), reserved[1].port(), reserved[2].port());
     // The app floods its output (far more than a pipe and the launcher's
     // buffer hold), then stays up; nothing ever reads the launcher's stdout.
     let (reader, writer) = std::io::pipe().unwrap();

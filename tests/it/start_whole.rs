@@ -9,7 +9,7 @@ use std::time::Duration;
 use outrigger::runtime::{RuntimeError, Sidecar};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A CA that passes the PEM shape check but that TLS cannot load (`\\n`:
 /// written into a double-quoted YAML scalar, where it is a line break).
@@ -182,8 +182,9 @@ async fn an_input_binding_whose_consumer_cannot_be_built_fails_the_start() {
     };
     // Input only: before, the consumer was created only once the app was up,
     // and the sidecar reported ready with a binding that could never consume.
+    let app = ReservedPort::new();
     let (result, _stop, _dir) = start(&[input("secure-in", &[])], |c| {
-        c.app_port = Some(free_port())
+        c.app_port = Some(app.port())
     })
     .await;
     let e = err(result);

@@ -59,7 +59,8 @@ pub fn watch_components(
     app_id: String,
 ) -> watch::Receiver<Option<Snapshot>> {
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
+    // Its end (a panic included) closes the channel: the sidecar hears of it.
+    let run = async move {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &component_resource());
         let secrets: Api<Secret> = Api::namespaced(client, &namespace);
@@ -109,6 +110,11 @@ pub fn watch_components(
             if differs && tx.send(Some(snapshot)).is_err() {
                 return;
             }
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(why) = crate::tasks::catch_panic(run).await {
+            tracing::error!("the Component watcher {why}");
         }
     });
     rx

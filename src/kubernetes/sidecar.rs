@@ -44,8 +44,10 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
     let current: Current = Arc::new(RwLock::new(None));
     let public_stop = CancellationToken::new();
     let _public_guard = public_stop.clone().drop_guard();
+    // The public health servers, owned here: one that dies ends the sidecar.
+    let mut public = tokio::task::JoinSet::new();
     if let Some(port) = k.dapr_public_port {
-        serve_public(
+        public = serve_public(
             &k.dapr_public_listen_addresses,
             port,
             current.clone(),
@@ -56,9 +58,16 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
     }
 
     if k.mode == Mode::Standalone {
-        let sidecar = start(config, &current, shutdown).await?;
-        sidecar.wait().await;
-        return Ok(0);
+        let sidecar = start(config, &current, shutdown.clone()).await?;
+        let clean = tokio::select! {
+            clean = sidecar.wait_clean() => clean,
+            why = public_ended(&mut public) => {
+                tracing::error!("{why}: shutting down");
+                shutdown.cancel();
+                false
+            }
+        };
+        return Ok(if clean { 0 } else { 1 });
     }
 
     // In a pod, components come from the API server only, unless paths are given.
@@ -98,17 +107,35 @@ async fn run_inner(args: SidecarArgs, shutdown: CancellationToken) -> Result<i32
     if let Some(port) = sidecar.metrics_addrs().first().map(|a| a.port()) {
         config.metrics_port = Some(port);
     }
+    let mut watching = true;
     loop {
+        let mut failed = false;
         let next = tokio::select! {
             _ = shutdown.cancelled() => None,
-            // /v1.0/shutdown: the sidecar stops by itself.
+            // /v1.0/shutdown, or a task of the sidecar failed: it stops by itself.
             _ = generation.cancelled() => None,
-            next = next_change(&mut updates, &seen) => Some(next),
+            why = public_ended(&mut public) => {
+                tracing::error!("{why}: shutting down");
+                sidecar.state().metrics.task_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                failed = true;
+                None
+            }
+            next = next_change(&mut updates, &seen), if watching => match next {
+                Some(next) => Some(next),
+                None => {
+                    // The sidecar goes on with the Components it has; the error and
+                    // the counter say that changes are no longer applied.
+                    tracing::error!("the Component watcher ended: changes to Components are no longer applied until the sidecar restarts");
+                    sidecar.state().metrics.task_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    watching = false;
+                    continue;
+                }
+            },
         };
         let Some(next) = next else {
             generation.cancel();
-            sidecar.wait().await;
-            return Ok(0);
+            let clean = sidecar.wait_clean().await && !failed;
+            return Ok(if clean { 0 } else { 1 });
         };
         seen = next.clone();
         describe_change(&applied, &next);
@@ -158,17 +185,32 @@ async fn start(
 }
 
 /// The next snapshot that differs from `seen`; never resolves once the watch has ended.
-async fn next_change(updates: &mut watch::Receiver<Option<Snapshot>>, seen: &Snapshot) -> Snapshot {
+/// The next set of Components that differs from `seen`; `None` once the
+/// watcher has ended.
+async fn next_change(
+    updates: &mut watch::Receiver<Option<Snapshot>>,
+    seen: &Snapshot,
+) -> Option<Snapshot> {
     loop {
-        if updates.changed().await.is_err() {
-            return std::future::pending().await;
-        }
+        updates.changed().await.ok()?;
         let s = updates.borrow_and_update().clone();
         if let Some(s) = s
             && s != *seen
         {
-            return s;
+            return Some(s);
         }
+    }
+}
+
+/// Resolves when a public health server has ended (never while none runs).
+async fn public_ended(public: &mut tokio::task::JoinSet<()>) -> String {
+    match public.join_next().await {
+        None => std::future::pending().await,
+        Some(Ok(())) => "a public health server ended".to_string(),
+        Some(Err(e)) => format!(
+            "a public health server {}",
+            crate::tasks::join_error_message(e)
+        ),
     }
 }
 
@@ -222,7 +264,8 @@ async fn serve_public(
     port: u16,
     current: Current,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<tokio::task::JoinSet<()>, String> {
+    let mut servers = tokio::task::JoinSet::new();
     let router = Router::new().fallback(public).with_state(current);
     let limits = crate::api::http::ServerLimits::default();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -242,7 +285,7 @@ async fn serve_public(
             port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         }
         tracing::info!(addr = ?listener.local_addr().ok(), "public health port listening (/v1.0/healthz only)");
-        tokio::spawn(crate::api::http::serve(
+        servers.spawn(crate::api::http::serve(
             listener,
             router.clone(),
             stop.clone(),
@@ -250,7 +293,7 @@ async fn serve_public(
             slots.clone(),
         ));
     }
-    Ok(())
+    Ok(servers)
 }
 
 async fn public(State(current): State<Current>, req: Request) -> Response {
@@ -266,5 +309,37 @@ async fn public(State(current): State<Current>, req: Request) -> Response {
         },
         // Between two sets of components.
         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_that_ends_is_heard_not_waited_for_forever() {
+        let (tx, mut rx) = watch::channel(None);
+        let seen = Snapshot::default();
+        let changed = Snapshot {
+            docs: vec![("kubernetes/ns/components/a".into(), "text".into())],
+            errors: Vec::new(),
+        };
+        tx.send(Some(changed.clone())).unwrap();
+        assert_eq!(next_change(&mut rx, &seen).await, Some(changed));
+        drop(tx);
+        assert_eq!(next_change(&mut rx, &seen).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_public_server_that_dies_is_reported_with_its_panic() {
+        let mut public = tokio::task::JoinSet::new();
+        public.spawn(async { panic!("listener gone") });
+        assert_eq!(
+            public_ended(&mut public).await,
+            "a public health server panicked: listener gone"
+        );
+        // With none left it never resolves.
+        let none = tokio::time::timeout(Duration::from_millis(50), public_ended(&mut public));
+        assert!(none.await.is_err());
     }
 }

@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Broker, HttpApp, SidecarProc};
+use crate::support::{Broker, HttpApp, SidecarProc, wait_until_every};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,22 +30,13 @@ fn name(prefix: &str) -> String {
     format!("{prefix}-{:x}", nanos % 0xffff_ffff)
 }
 
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+/// Waits for a condition of the cluster, asked every 200 ms.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_every(what, timeout, Duration::from_millis(200), check).await
 }
 
 /// A control plane of its own (state in a temporary folder); `down` when dropped.

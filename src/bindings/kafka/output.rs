@@ -19,7 +19,8 @@ const OPERATIONS: &[&str] = &["create"];
 
 pub struct KafkaOutput {
     name: String,
-    topic: Option<String>,
+    /// `publishTopic` (a component without one gets a `NoTopicOutput`).
+    topic: String,
     producer: FutureProducer<KafkaContext>,
     health: Arc<BrokerHealth>,
     produce_timeout: Duration,
@@ -83,6 +84,11 @@ impl KafkaOutput {
         meta: Arc<KafkaMetadata>,
         init: OutputInit,
     ) -> Result<Self, BindingError> {
+        let Some(topic) = meta.publish_topic.clone() else {
+            return Err(BindingError::Rejected(format!(
+                "binding {name} has no publishTopic: it cannot produce"
+            )));
+        };
         let health = Arc::new(BrokerHealth::default());
         let producer =
             producer(name, &meta, health.clone(), Some(init.max_in_flight)).map_err(|e| {
@@ -106,7 +112,7 @@ impl KafkaOutput {
         );
         Ok(KafkaOutput {
             name: name.to_string(),
-            topic: meta.publish_topic.clone(),
+            topic,
             producer,
             health,
             produce_timeout: meta.produce_timeout,
@@ -204,12 +210,7 @@ impl OutputBinding for KafkaOutput {
 
     fn invoke(&self, req: InvokeRequest) -> BoxFuture<'_, Result<InvokeResponse, BindingError>> {
         Box::pin(async move {
-            let Some(topic) = self.topic.as_deref() else {
-                return Err(BindingError::Rejected(format!(
-                    "binding {} has no publishTopic: it cannot produce",
-                    self.name
-                )));
-            };
+            let topic = self.topic.as_str();
             if let Some(problem) = self.health.refusal() {
                 return Err(BindingError::Unavailable(problem));
             }
@@ -304,7 +305,7 @@ impl OutputBinding for KafkaOutput {
     }
 
     fn destination(&self) -> Option<&str> {
-        self.topic.as_deref()
+        Some(&self.topic)
     }
 }
 

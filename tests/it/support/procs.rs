@@ -203,17 +203,20 @@ pub fn python_script(script: &str) -> Command {
     cmd
 }
 
+/// A developer's own Dapr settings, which would steer an SDK (or a sidecar) elsewhere.
+pub const DAPR_ENV: &[&str] = &[
+    "DAPR_HTTP_ENDPOINT",
+    "DAPR_GRPC_ENDPOINT",
+    "DAPR_API_TOKEN",
+    "APP_API_TOKEN",
+    "DAPR_HTTP_PORT",
+    "DAPR_GRPC_PORT",
+    "APP_PORT",
+];
+
 /// Keeps a developer's own Dapr settings from steering an SDK elsewhere.
 pub fn clear_dapr_env(cmd: &mut Command) -> &mut Command {
-    for var in [
-        "DAPR_HTTP_ENDPOINT",
-        "DAPR_GRPC_ENDPOINT",
-        "DAPR_API_TOKEN",
-        "APP_API_TOKEN",
-        "DAPR_HTTP_PORT",
-        "DAPR_GRPC_PORT",
-        "APP_PORT",
-    ] {
+    for var in DAPR_ENV {
         cmd.env_remove(var);
     }
     cmd

@@ -109,14 +109,8 @@ pub fn outrigger_bin() -> PathBuf {
 /// developer's Dapr settings (a token would turn authentication on), the
 /// `APP_ID` and `NAMESPACE` flags read from the environment, and `RUST_LOG`,
 /// which overrides `--log-level` and could hide the line the harness waits for.
+/// (Besides [`super::procs::DAPR_ENV`].)
 const STEERING_ENV: &[&str] = &[
-    "DAPR_HTTP_ENDPOINT",
-    "DAPR_GRPC_ENDPOINT",
-    "DAPR_API_TOKEN",
-    "APP_API_TOKEN",
-    "DAPR_HTTP_PORT",
-    "DAPR_GRPC_PORT",
-    "APP_PORT",
     "APP_ID",
     "NAMESPACE",
     "KUBECONFIG",
@@ -246,7 +240,7 @@ impl SidecarProcBuilder {
             .open(&log)
             .unwrap();
         let mut cmd = Command::new(outrigger_bin());
-        for var in STEERING_ENV {
+        for var in super::procs::DAPR_ENV.iter().chain(STEERING_ENV) {
             cmd.env_remove(var);
         }
         cmd.arg("sidecar")

@@ -26,5 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
     println!("cargo:rerun-if-changed=proto");
+    // Not PIE: the loader then relocates almost nothing at start (see
+    // .cargo/config.toml); Go's binaries, daprd's included, are not PIE either.
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if target_os == "linux" && target_env == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     Ok(())
 }

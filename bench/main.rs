@@ -47,7 +47,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     pub h2load: bool,
     /// `producerLinger` for outrigger's output component and `linger.ms` of
-    /// the direct producer; None: outrigger's default (1 ms) for both.
+    /// the direct producer; None: outrigger's adaptive default, against the
+    /// faster of the direct producers lingering 1 ms and 0 ms.
     pub linger_ms: Option<u64>,
     /// Worker threads of the load generator's runtime (callers and apps).
     pub generator_threads: usize,
@@ -64,7 +65,8 @@ a directory of scripts/kafka.sh), else one started for the run with scripts/kafk
 daprd: --daprd PATH (env OUTRIGGER_DAPRD), else .tools/bin/daprd if present.
 h2load (nghttp2-client), when on PATH, cross-checks gRPC and HTTP at the highest concurrency.
 --linger MS: outrigger's producerLinger and the direct producer's linger.ms (default: outrigger's
-default, 1 ms, for both; daprd's producer, sarama, has no linger: it sends at once).
+adaptive default, compared with the faster of a direct producer lingering 1 ms and one sending at
+once; daprd's producer, sarama, has no linger: it sends at once).
 --generator-threads N: tokio worker threads running the callers and the apps (default 1: on a
 small machine the generator competes with the sidecar for cores; one thread spares it the
 cross-thread wake-ups and lock contention of sharing HTTP/2 connections between threads).";
@@ -344,14 +346,18 @@ async fn run(o: Options) {
         foot.get_mut(c).unwrap().rss_idle_kb = proc_stats::rss_kb(s.pid());
     }
 
-    // The direct producer lingers as outrigger's does (its baseline); with
-    // daprd, a second one sends at once as daprd's producer (sarama) does.
+    // Two direct producers: one lingering 1 ms (or `--linger`), one sending at
+    // once as daprd's producer (sarama) does, daprd's baseline. outrigger's
+    // baseline: with `--linger`, the producer with that linger; without it
+    // (outrigger's adaptive default: a lone call at once, overlapping calls
+    // batched), the faster of the two at each point, the harder reference.
     let out_linger = o.linger_ms.unwrap_or(1);
+    let adaptive = o.linger_ms.is_none();
     let mut lingers = vec![out_linger];
-    if bins.daprd.is_some() && out_linger != 0 {
+    if (bins.daprd.is_some() || adaptive) && out_linger != 0 {
         lingers.push(0);
     }
-    r.print_output_header(out_linger, bins.daprd.is_some());
+    r.print_output_header(out_linger, bins.daprd.is_some(), adaptive);
     let broker_cpu = || broker.pid.map(proc_stats::cpu_seconds).unwrap_or(0.0);
     for &payload in &o.payloads {
         for &conc in &o.concurrency {
@@ -379,6 +385,10 @@ async fn run(o: Options) {
             for (c, s) in &running {
                 let base = match c {
                     Contender::Daprd => &directs[lingers.last().unwrap()],
+                    Contender::Outrigger if adaptive => directs
+                        .values()
+                        .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+                        .unwrap(),
                     Contender::Outrigger => &directs[&out_linger],
                 };
                 for &t in &o.transports {

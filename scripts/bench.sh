@@ -26,6 +26,13 @@ while (($#)); do
   shift
 done
 "$root/scripts/kafka.sh" install >/dev/null
+# h2load (nghttp2-client), the independent C load generator of the cross-check
+# rows: on two shared cores the bench's own client takes CPU from the sidecar.
+if ! command -v h2load >/dev/null && [[ " ${args[*]:-} " != *" --no-h2load "* ]] && ((!quick)); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nghttp2-client >/dev/null \
+    || echo "bench: could not install nghttp2-client (h2load); the cross-check rows are skipped" >&2
+fi
 if ((!quick && !nodaprd)) && [ -z "${OUTRIGGER_DAPRD:-}" ]; then
   "$root/scripts/daprd.sh" >/dev/null
 fi

@@ -351,8 +351,12 @@ format() {
   [ -f "$dir/data/meta.properties" ] && return
   rm -rf "$dir/data"
   local id
-  # A cluster id is 16 random bytes in URL-safe base64 without padding.
-  id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # A cluster id is 16 random bytes in URL-safe base64 without padding; one
+  # that starts with "-" (1 in 64) would be read as an option by the tool.
+  id=-
+  while [[ $id == -* ]]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   local opts
   read -r -a opts <<<"$(jvm_opts 256m)"
   [ "${KAFKA_CDS:-1}" = 1 ] && [ -f "$(cds_archive)" ] && opts+=("-XX:SharedArchiveFile=$(cds_archive)" -Xlog:cds=off)

@@ -276,6 +276,58 @@ async fn empty_data_writes_a_null_value() {
     sidecar.stop().await;
 }
 
+/// Without `producerLinger`, a call alone in flight goes out through a producer
+/// that sends at once and overlapping calls through the lingering one: every
+/// record lands, and a call made after others were answered is written after
+/// them, whichever producer each took.
+#[tokio::test(flavor = "multi_thread")]
+async fn lone_and_overlapping_calls_all_land_in_answer_order() {
+    let (broker, topic, sidecar) = orders_setup(|_| {}).await;
+    let client = DaprClient::connect(sidecar.grpc()).await.unwrap();
+    const ROUNDS: usize = 4;
+    const OVERLAPPING: usize = 32;
+    for round in 0..ROUNDS {
+        let lone = format!("lone-{round}");
+        let reply = client
+            .clone()
+            .invoke_binding(invoke("orders", lone.as_bytes(), &[]))
+            .await;
+        assert_empty_reply(&reply.unwrap().into_inner());
+        let calls: Vec<_> = (0..OVERLAPPING)
+            .map(|i| {
+                let mut c = client.clone();
+                let data = format!("batch-{round}-{i}");
+                tokio::spawn(async move {
+                    c.invoke_binding(invoke("orders", data.as_bytes(), &[]))
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_empty_reply(&call.await.unwrap().unwrap().into_inner());
+        }
+    }
+    let records = read_back(broker.addr(), topic, ROUNDS * (OVERLAPPING + 1)).await;
+    let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
+    for round in 0..ROUNDS {
+        let at = texts
+            .iter()
+            .position(|t| *t == format!("lone-{round}"))
+            .unwrap_or_else(|| panic!("lone-{round} missing: {texts:?}"));
+        // The partition holds the rounds in order: round r's lone call, then its batch.
+        let start = round * (OVERLAPPING + 1);
+        assert_eq!(at, start, "{texts:?}");
+        let mut batch: Vec<&String> = texts[start + 1..start + 1 + OVERLAPPING].iter().collect();
+        batch.sort();
+        let mut want: Vec<String> = (0..OVERLAPPING)
+            .map(|i| format!("batch-{round}-{i}"))
+            .collect();
+        want.sort();
+        assert_eq!(batch, want.iter().collect::<Vec<_>>(), "round {round}");
+    }
+    sidecar.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_pick_the_fnv1a_partition_over_grpc() {
     let broker = Broker::start();

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::Notify;
@@ -54,11 +53,17 @@ impl KafkaInput {
         let dead_letter = match &meta.dead_letter {
             None => None,
             Some(_) => Some(
-                super::output::producer(name, &meta, health.clone(), None).map_err(|e| {
-                    BindingError::Backend {
-                        context: format!("cannot create the dead-letter producer of {name}"),
-                        source: Box::new(e),
-                    }
+                super::output::make_producer(
+                    name,
+                    &meta,
+                    health.clone(),
+                    None,
+                    meta.producer_linger
+                        .unwrap_or(super::metadata::DEFAULT_PRODUCER_LINGER),
+                )
+                .map_err(|e| BindingError::Backend {
+                    context: format!("cannot create the dead-letter producer of {name}"),
+                    source: Box::new(e),
                 })?,
             ),
         };
@@ -115,7 +120,7 @@ struct Shared {
     status: Arc<InputStatus>,
     /// Down from "all brokers down" until the brokers answer again.
     health: Arc<BrokerHealth>,
-    dead_letter: Option<FutureProducer<KafkaContext>>,
+    dead_letter: Option<super::producer::AsyncProducer>,
     runtime: tokio::runtime::Handle,
     /// How long a revocation or shutdown waits for in-flight deliveries.
     drain: Duration,
@@ -583,7 +588,7 @@ async fn dead_letter(w: &PartitionCtx, r: &Received, attempts: u32, error: &Deli
                 value: Some(attempts_text.as_bytes()),
             });
         let mut record =
-            rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&dl.topic).headers(headers);
+            rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&dl.topic).headers(headers);
         if !r.tombstone {
             record = record.payload(&r.event.data[..]);
         }
@@ -600,7 +605,7 @@ async fn dead_letter(w: &PartitionCtx, r: &Received, attempts: u32, error: &Deli
                 tracing::warn!(offset = r.offset, attempts, dead_letter_topic = %dl.topic, "message moved to the dead-letter topic: {reason}");
                 return true;
             }
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::warn!(offset = r.offset, retry_in = ?backoff, "writing to the dead-letter topic failed: {e}");
             }
         }
@@ -710,6 +715,13 @@ impl InputBinding for KafkaInput {
                 Ok(_) => {
                     let _ = finished_rx.await;
                     tracing::info!(binding.name = %name, "consumer closed");
+                    // Every dead-letter write was awaited before its offset was
+                    // stored; this ends the producer's delivery task.
+                    if let Some(dl) = &shared.dead_letter
+                        && let Err(e) = dl.close(shared.drain).await
+                    {
+                        tracing::warn!(binding.name = %name, "dead-letter producer flush incomplete: {e}");
+                    }
                 }
                 Err(e) => {
                     tracing::error!(binding.name = %name, "cannot start the consumer thread: {e}");

@@ -10,9 +10,9 @@ const DEFAULT_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Batching delay of the producer: 1 ms keeps batches forming under load at a
-/// small latency cost; 0 gives the lowest latency for light traffic (BENCHMARKS.md).
-const DEFAULT_PRODUCER_LINGER: Duration = Duration::from_millis(1);
+/// Batching delay of the producer for calls that overlap others: 1 ms keeps
+/// batches forming under load at a small latency cost (BENCHMARKS.md).
+pub(crate) const DEFAULT_PRODUCER_LINGER: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
 /// `maxInFlightPerPartition` when `deliveryOrder: key` does not say.
 const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: u32 = 64;
@@ -141,7 +141,9 @@ pub struct KafkaMetadata {
     pub heartbeat_interval: Duration,
     pub session_timeout: Duration,
     pub produce_timeout: Duration,
-    pub producer_linger: Duration,
+    /// `producerLinger` when given; without it a call alone in flight is sent
+    /// at once and overlapping calls are batched for [`DEFAULT_PRODUCER_LINGER`].
+    pub producer_linger: Option<Duration>,
     pub direction: Direction,
     pub route: String,
     /// URL-query-escape `__key` and header values given to the app (daprd's `escapeHeaders`).
@@ -336,8 +338,11 @@ impl KafkaMetadata {
                 ),
             );
         }
-        let producer_linger = r.duration("producerLinger", DEFAULT_PRODUCER_LINGER);
-        if producer_linger > Duration::from_secs(1) {
+        let producer_linger = r
+            .str("producerLinger")
+            .is_some()
+            .then(|| r.duration("producerLinger", DEFAULT_PRODUCER_LINGER));
+        if producer_linger.is_some_and(|l| l > Duration::from_secs(1)) {
             r.error(
                 "producerLinger",
                 "must be at most 1s (each call waits for its batch)",
@@ -737,4 +742,37 @@ fn pem_field(r: &mut FieldReader<'_>, field: &str, kind: &str) -> Option<String>
         return None;
     }
     Some(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::KafkaMetadata;
+
+    fn parse(extra: &str) -> Result<KafkaMetadata, Vec<crate::config::ConfigError>> {
+        let text = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: k\nspec:\n  type: bindings.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: localhost:9092\n  - name: publishTopic\n    value: t\n  - name: authType\n    value: none\n{extra}"
+        );
+        let (components, errors) = crate::config::load_str(Path::new("k.yaml"), &text, "app");
+        assert!(errors.is_empty(), "{errors:?}");
+        KafkaMetadata::parse(&components[0])
+    }
+
+    #[test]
+    fn producer_linger_is_adaptive_unless_given() {
+        assert_eq!(parse("").unwrap().producer_linger, None);
+        let given = parse("  - name: producerLinger\n    value: 0ms\n").unwrap();
+        assert_eq!(given.producer_linger, Some(Duration::ZERO));
+        let given = parse("  - name: producerLinger\n    value: 5ms\n").unwrap();
+        assert_eq!(given.producer_linger, Some(Duration::from_millis(5)));
+        let errors = parse("  - name: producerLinger\n    value: 2s\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("producerLinger")),
+            "{errors:?}"
+        );
+    }
 }

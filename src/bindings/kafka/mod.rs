@@ -4,6 +4,7 @@
 mod input;
 mod metadata;
 mod output;
+mod producer;
 
 pub use input::KafkaInput;
 pub use metadata::{

@@ -1,15 +1,18 @@
 //! Kafka output: `create` produces one record and answers once the broker
 //! acknowledged it with `acks=all`.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use tokio_util::sync::CancellationToken;
 
+use super::metadata::DEFAULT_PRODUCER_LINGER;
 use super::metadata::HeaderFilter;
+use super::producer::AsyncProducer;
 use super::{BrokerHealth, KafkaContext, KafkaMetadata, client_config, spawn_health_probe};
 use crate::bindings::{
     BindingError, BoxFuture, InvokeRequest, InvokeResponse, OutputBinding, OutputInit,
@@ -21,7 +24,15 @@ pub struct KafkaOutput {
     name: String,
     /// `publishTopic` (a component without one gets a `NoTopicOutput`).
     topic: String,
-    producer: FutureProducer<KafkaContext>,
+    /// Lingers `producerLinger` (1 ms by default) so that overlapping calls share batches.
+    producer: AsyncProducer,
+    /// Without `producerLinger`: a producer that sends at once, for a call
+    /// that has no other in flight (nothing to batch it with, so waiting for
+    /// the linger would only add latency and a wake-up). Made in the
+    /// background after start; until then every call uses `producer`.
+    at_once: Arc<OnceLock<AsyncProducer>>,
+    /// Calls of this binding waiting for their acknowledgement.
+    in_flight: AtomicUsize,
     health: Arc<BrokerHealth>,
     produce_timeout: Duration,
     exclude: Option<HeaderFilter>,
@@ -38,16 +49,17 @@ impl Drop for KafkaOutput {
     }
 }
 
-/// A producer for one component: durable writes (`acks=all`), bounded delivery time.
-/// `queue_bound`, when given, caps the records librdkafka holds for sending;
-/// the output-call cap already bounds them, so the default (100,000 records
-/// or 1 GiB) would only hide a leak.
-pub(crate) fn producer(
+/// A producer for one component: durable writes (`acks=all`), bounded delivery
+/// time, batching for `linger`. `queue_bound`, when given, caps the records
+/// librdkafka holds for sending; the output-call cap already bounds them, so
+/// the default (100,000 records or 1 GiB) would only hide a leak.
+pub(crate) fn make_producer(
     name: &str,
     meta: &KafkaMetadata,
     health: Arc<BrokerHealth>,
     queue_bound: Option<usize>,
-) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    linger: Duration,
+) -> Result<AsyncProducer, KafkaError> {
     let mut config = client_config(name, meta);
     if let Some(n) = queue_bound {
         config.set(
@@ -61,8 +73,7 @@ pub(crate) fn producer(
             "message.timeout.ms",
             meta.produce_timeout.as_millis().to_string(),
         )
-        // Deliveries answer callers one by one; don't hold records back to batch them.
-        .set("linger.ms", meta.producer_linger.as_millis().to_string())
+        .set("linger.ms", format!("{}", linger.as_secs_f64() * 1000.0))
         .set("allow.auto.create.topics", "true")
         // daprd's client (sarama) hashes keys with FNV-1a; librdkafka's default
         // (CRC32) would put the same key on another partition, and a topic
@@ -71,11 +82,23 @@ pub(crate) fn producer(
     if let Some(codec) = meta.compression {
         config.set("compression.type", codec);
     }
-    config.create_with_context(KafkaContext {
-        binding: name.to_string(),
-        brokers: meta.brokers.clone(),
-        health,
-    })
+    AsyncProducer::new(
+        &config,
+        KafkaContext {
+            binding: name.to_string(),
+            brokers: meta.brokers.clone(),
+            health,
+        },
+    )
+}
+
+/// Counts a call in flight until dropped (answered or cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl KafkaOutput {
@@ -90,13 +113,46 @@ impl KafkaOutput {
             )));
         };
         let health = Arc::new(BrokerHealth::default());
-        let producer =
-            producer(name, &meta, health.clone(), Some(init.max_in_flight)).map_err(|e| {
-                BindingError::Backend {
-                    context: format!("cannot create the Kafka producer for {name}"),
-                    source: Box::new(e),
+        let linger = meta.producer_linger.unwrap_or(DEFAULT_PRODUCER_LINGER);
+        let producer = make_producer(
+            name,
+            &meta,
+            health.clone(),
+            Some(init.max_in_flight),
+            linger,
+        )
+        .map_err(|e| BindingError::Backend {
+            context: format!("cannot create the Kafka producer for {name}"),
+            source: Box::new(e),
+        })?;
+        let at_once = Arc::new(OnceLock::new());
+        if meta.producer_linger.is_none() {
+            // Off the start-up path: readiness does not wait for a second producer.
+            let (slot, name, meta, health) = (
+                at_once.clone(),
+                name.to_string(),
+                meta.clone(),
+                health.clone(),
+            );
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let _runtime = runtime.enter();
+                match make_producer(
+                    &name,
+                    &meta,
+                    health,
+                    Some(init.max_in_flight),
+                    Duration::ZERO,
+                ) {
+                    Ok(p) => {
+                        let _ = slot.set(p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(binding.name = %name, "no send-at-once producer, every call lingers: {e}")
+                    }
                 }
-            })?;
+            });
+        }
         let stop_probe = CancellationToken::new();
         let probe_producer = producer.clone();
         let probe = spawn_health_probe(
@@ -114,6 +170,8 @@ impl KafkaOutput {
             name: name.to_string(),
             topic,
             producer,
+            at_once,
+            in_flight: AtomicUsize::new(0),
             health,
             produce_timeout: meta.produce_timeout,
             exclude: meta.exclude_header_meta.clone(),
@@ -239,7 +297,7 @@ impl OutputBinding for KafkaOutput {
             // A call without data writes a record without a value (a tombstone),
             // as daprd's client does with an empty payload.
             let payload = (!req.data.is_empty()).then_some(&req.data[..]);
-            let mut record = FutureRecord::<str, [u8]>::to(topic).headers(headers);
+            let mut record = BaseRecord::<str, [u8]>::to(topic).headers(headers);
             if let Some(p) = payload {
                 record = record.payload(p);
             }
@@ -249,12 +307,18 @@ impl OutputBinding for KafkaOutput {
             if let Some(p) = partition {
                 record = record.partition(p);
             }
+            let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+            let _counted = InFlight(&self.in_flight);
+            let producer = match self.at_once.get() {
+                Some(p) if alone => p,
+                _ => &self.producer,
+            };
             // The queue wait is bounded by the delivery timeout librdkafka enforces.
-            match self.producer.send(record, self.produce_timeout).await {
+            match producer.send(record, self.produce_timeout).await {
                 // As daprd's Kafka binding: nothing to answer but success (204 / an
                 // empty InvokeBindingResponse).
                 Ok(_) => Ok(InvokeResponse::default()),
-                Err((e, _))
+                Err(e)
                     if partition.is_some()
                         && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) =>
                 {
@@ -262,7 +326,7 @@ impl OutputBinding for KafkaOutput {
                         .partition_out_of_range(topic, partition.unwrap_or_default())
                         .await)
                 }
-                Err((e, _)) => Err(self.map_error(e, topic)),
+                Err(e) => Err(self.map_error(e, topic)),
             }
         })
     }
@@ -279,19 +343,19 @@ impl OutputBinding for KafkaOutput {
                     tracing::warn!(binding.name = %self.name, "broker probe {}", crate::tasks::join_error_message(e));
                 }
             };
-            let producer = self.producer.clone();
-            let flush = tokio::task::spawn_blocking(move || producer.flush(timeout));
-            let (flushed, ()) = futures::future::join(flush, probe).await;
-            match flushed {
-                Ok(Ok(())) => tracing::debug!(binding.name = %self.name, "producer flushed"),
-                Ok(Err(e)) => {
+            let at_once = async {
+                match self.at_once.get() {
+                    Some(p) => p.close(timeout).await,
+                    None => Ok(()),
+                }
+            };
+            let (flushed, flushed_at_once, ()) =
+                futures::future::join3(self.producer.close(timeout), at_once, probe).await;
+            match flushed.and(flushed_at_once) {
+                Ok(()) => tracing::debug!(binding.name = %self.name, "producer flushed"),
+                Err(e) => {
                     tracing::warn!(binding.name = %self.name, "producer flush incomplete: {e}")
                 }
-                Err(e) => tracing::warn!(
-                    binding.name = %self.name,
-                    "producer flush {}",
-                    crate::tasks::join_error_message(e)
-                ),
             }
         })
     }

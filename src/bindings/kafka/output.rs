@@ -180,6 +180,18 @@ impl KafkaOutput {
         })
     }
 
+    /// The producer of one call, counted in flight until the guard drops: the
+    /// one that sends at once when no other call is waiting (so nothing can
+    /// overtake a record already handed over), else the lingering one.
+    fn producer_for_call(&self) -> (InFlight<'_>, &AsyncProducer) {
+        let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+        let counted = InFlight(&self.in_flight);
+        match self.at_once.get() {
+            Some(p) if alone => (counted, p),
+            _ => (counted, &self.producer),
+        }
+    }
+
     /// daprd's words for a `partitionNumber` the topic does not have.
     async fn partition_out_of_range(&self, topic: &str, partition: i32) -> BindingError {
         let producer = self.producer.clone();
@@ -307,12 +319,7 @@ impl OutputBinding for KafkaOutput {
             if let Some(p) = partition {
                 record = record.partition(p);
             }
-            let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
-            let _counted = InFlight(&self.in_flight);
-            let producer = match self.at_once.get() {
-                Some(p) if alone => p,
-                _ => &self.producer,
-            };
+            let (_counted, producer) = self.producer_for_call();
             // The queue wait is bounded by the delivery timeout librdkafka enforces.
             match producer.send(record, self.produce_timeout).await {
                 // As daprd's Kafka binding: nothing to answer but success (204 / an
@@ -407,5 +414,68 @@ impl OutputBinding for NoTopicOutput {
 
     fn messaging_system(&self) -> Option<&'static str> {
         Some("kafka")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A component on a port nothing listens on: librdkafka connects lazily,
+    /// and no call is made, so no broker is needed.
+    fn output(extra: &str) -> KafkaOutput {
+        let text = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: k\nspec:\n  type: bindings.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: 127.0.0.1:9\n  - name: publishTopic\n    value: t\n  - name: authType\n    value: none\n{extra}"
+        );
+        let (components, errors) =
+            crate::config::load_str(std::path::Path::new("k.yaml"), &text, "app");
+        assert!(errors.is_empty(), "{errors:?}");
+        let meta = Arc::new(KafkaMetadata::parse(&components[0]).unwrap());
+        KafkaOutput::new("k", meta, OutputInit { max_in_flight: 16 }).unwrap()
+    }
+
+    fn same(a: &AsyncProducer, b: &AsyncProducer) -> bool {
+        std::ptr::eq(a.client(), b.client())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_call_goes_at_once_and_overlapping_calls_linger() {
+        let out = output("");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.at_once.get().is_none() {
+            assert!(Instant::now() < deadline, "no send-at-once producer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at_once = out.at_once.get().unwrap();
+        assert!(!same(at_once, &out.producer));
+        {
+            let (_first, p) = out.producer_for_call();
+            assert!(same(p, at_once), "a lone call goes at once");
+            let (_second, p) = out.producer_for_call();
+            assert!(same(p, &out.producer), "an overlapping call lingers");
+            // Still overlapping: the first call has not been answered.
+            let (_third, p) = out.producer_for_call();
+            assert!(same(p, &out.producer));
+        }
+        let (_again, p) = out.producer_for_call();
+        assert!(
+            same(p, at_once),
+            "alone again once the others were answered"
+        );
+        drop(_again);
+        out.close(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_given_producer_linger_applies_to_every_call() {
+        let out = output("  - name: producerLinger\n    value: 0ms\n");
+        let (_first, p) = out.producer_for_call();
+        assert!(same(p, &out.producer));
+        assert!(out.at_once.get().is_none());
+        drop(_first);
+        out.close(Duration::from_secs(1)).await;
     }
 }

@@ -5,6 +5,9 @@ use outrigger::cli::Command;
 fn main() {
     // Not `Cli::parse()`: `run` takes its flags anywhere before `--`, as `dapr run` does.
     let cli = outrigger::launcher::args::parse_cli(std::env::args_os());
+    if matches!(cli.command, Command::Sidecar(_) | Command::Run(_)) {
+        outrigger::runtime::prewarm();
+    }
     let code = match cli.command {
         Command::Sidecar(args) if args.kubernetes.wanted() => {
             outrigger::logging::init(&args.log_level, args.log_as_json, &args.app_id);

@@ -180,15 +180,7 @@ pub async fn serve(
     limits: ServerLimits,
     slots: Arc<Semaphore>,
 ) {
-    // Advertise only what this server serves (the descriptors also hold AppCallback).
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .with_service_name("dapr.proto.runtime.v1.Dapr")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-    };
-    let (Ok(v1), Ok(v1alpha)) = (reflection().build_v1(), reflection().build_v1alpha()) else {
+    let Some(reflection) = reflection_routes() else {
         tracing::error!("cannot build the gRPC reflection service");
         return;
     };
@@ -206,14 +198,41 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(GateLayer { state })
-        .add_service(dapr)
-        .add_service(v1)
-        .add_service(v1alpha)
+        .add_routes(reflection.clone().add_service(dapr))
         .serve_with_incoming_shutdown(incoming(listener, limits, slots), stop.cancelled_owned())
         .await;
     if let Err(e) = served {
         tracing::error!("gRPC server failed: {e}");
     }
+}
+
+/// The reflection services (v1 and v1alpha), built once per process. Building
+/// them decodes and indexes every descriptor of Dapr's protos, about 1 to 2 ms
+/// here: [`crate::runtime::prewarm`] does it beside the start-up, so that the
+/// server's first task does not hold the runtime's only worker that long
+/// while the first connections wait. `None` if they cannot be built.
+fn reflection_routes() -> Option<&'static tonic::service::Routes> {
+    static ROUTES: std::sync::OnceLock<Option<tonic::service::Routes>> = std::sync::OnceLock::new();
+    ROUTES
+        .get_or_init(|| {
+            // Advertise only what this server serves (the descriptors also hold AppCallback).
+            let reflection = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                    .with_service_name("dapr.proto.runtime.v1.Dapr")
+                    .with_service_name("grpc.reflection.v1.ServerReflection")
+                    .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+            };
+            let v1 = reflection().build_v1().ok()?;
+            let v1alpha = reflection().build_v1alpha().ok()?;
+            Some(tonic::service::Routes::new(v1).add_service(v1alpha))
+        })
+        .as_ref()
+}
+
+/// Builds what [`serve`] needs that depends on nothing given at start.
+pub fn prewarm() {
+    let _ = reflection_routes();
 }
 
 /// Accepted connections, at most `slots` open at once (more are closed on

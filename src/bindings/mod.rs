@@ -175,6 +175,10 @@ pub trait BindingType: Sync {
     fn name(&self) -> &'static str;
     /// Reads and checks a component's metadata, once, at load time.
     fn plan(&self, component: &Component) -> Result<Box<dyn BindingPlan>, Vec<ConfigError>>;
+    /// Process-wide set-up its clients will need, run by
+    /// [`crate::runtime::prewarm`] beside the start-up instead of in line
+    /// with it. Nothing by default.
+    fn prewarm(&self) {}
 }
 
 /// A component's typed metadata, checked; it knows what the type offers.
@@ -202,6 +206,11 @@ pub trait BindingPlan: Send + Sync + std::fmt::Debug {
 
 /// Every binding type outrigger serves.
 pub static REGISTRY: &[&dyn BindingType] = &[&kafka::KafkaType, &cron::CronType];
+
+/// Runs every type's [`BindingType::prewarm`] (see [`crate::runtime::prewarm`]).
+pub fn prewarm() {
+    REGISTRY.iter().for_each(|t| t.prewarm());
+}
 
 /// The `spec.type` names of [`REGISTRY`].
 pub fn supported_types() -> impl Iterator<Item = &'static str> {

@@ -91,6 +91,7 @@ async fn run_one(args: RunArgs, signals: &mut Signals) -> i32 {
         sidecar_args.app_id = default_app_id();
     }
     let app_id = sidecar_args.app_id.clone();
+    crate::logging::size_console_for_app_output();
     crate::logging::init(&sidecar_args.log_level, sidecar_args.log_as_json, &app_id);
     let config = sidecar_args.to_config();
     let grace = config.graceful_shutdown;

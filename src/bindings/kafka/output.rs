@@ -1,7 +1,7 @@
 //! Kafka output: `create` produces one record and answers once the broker
 //! acknowledged it with `acks=all`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,13 +24,23 @@ pub struct KafkaOutput {
     name: String,
     /// `publishTopic` (a component without one gets a `NoTopicOutput`).
     topic: String,
-    /// Lingers `producerLinger` (1 ms by default) so that overlapping calls share batches.
+    /// Made at start. With `producerLinger` it lingers that long and takes
+    /// every call. Without, it sends at once and takes each call that has no
+    /// other in flight (nothing to batch it with, so waiting for a linger
+    /// would only add latency and a wake-up).
     producer: AsyncProducer,
-    /// Without `producerLinger`: a producer that sends at once, for a call
-    /// that has no other in flight (nothing to batch it with, so waiting for
-    /// the linger would only add latency and a wake-up). Made in the
-    /// background after start; until then every call uses `producer`.
-    at_once: Arc<OnceLock<AsyncProducer>>,
+    /// Without `producerLinger`: a producer lingering
+    /// [`DEFAULT_PRODUCER_LINGER`] so that overlapping calls share batches.
+    /// Made in the background when a call first overlaps another, not at
+    /// start: its client (threads, connections) would compete with the
+    /// start-up for the cores, and a sidecar that never sees overlapping calls
+    /// never needs it. Until it exists, every call uses `producer`.
+    batching: Arc<OnceLock<AsyncProducer>>,
+    /// What `batching` is made from, taken by the first overlapping call;
+    /// `None` with `producerLinger` or once taken.
+    batching_plan: std::sync::Mutex<Option<BatchingPlan>>,
+    /// Set by the first overlapping call: later ones skip the lock.
+    batching_asked: AtomicBool,
     /// Calls of this binding waiting for their acknowledgement.
     in_flight: AtomicUsize,
     health: Arc<BrokerHealth>,
@@ -92,6 +102,14 @@ pub(crate) fn make_producer(
     )
 }
 
+/// What the batching producer of a component without `producerLinger` is made from.
+struct BatchingPlan {
+    name: String,
+    meta: Arc<KafkaMetadata>,
+    health: Arc<BrokerHealth>,
+    max_in_flight: usize,
+}
+
 /// Counts a call in flight until dropped (answered or cancelled).
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -113,7 +131,7 @@ impl KafkaOutput {
             )));
         };
         let health = Arc::new(BrokerHealth::default());
-        let linger = meta.producer_linger.unwrap_or(DEFAULT_PRODUCER_LINGER);
+        let linger = meta.producer_linger.unwrap_or(Duration::ZERO);
         let producer = make_producer(
             name,
             &meta,
@@ -125,34 +143,12 @@ impl KafkaOutput {
             context: format!("cannot create the Kafka producer for {name}"),
             source: Box::new(e),
         })?;
-        let at_once = Arc::new(OnceLock::new());
-        if meta.producer_linger.is_none() {
-            // Off the start-up path: readiness does not wait for a second producer.
-            let (slot, name, meta, health) = (
-                at_once.clone(),
-                name.to_string(),
-                meta.clone(),
-                health.clone(),
-            );
-            let runtime = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || {
-                let _runtime = runtime.enter();
-                match make_producer(
-                    &name,
-                    &meta,
-                    health,
-                    Some(init.max_in_flight),
-                    Duration::ZERO,
-                ) {
-                    Ok(p) => {
-                        let _ = slot.set(p);
-                    }
-                    Err(e) => {
-                        tracing::warn!(binding.name = %name, "no send-at-once producer, every call lingers: {e}")
-                    }
-                }
-            });
-        }
+        let batching_plan = meta.producer_linger.is_none().then(|| BatchingPlan {
+            name: name.to_string(),
+            meta: meta.clone(),
+            health: health.clone(),
+            max_in_flight: init.max_in_flight,
+        });
         let stop_probe = CancellationToken::new();
         let probe_producer = producer.clone();
         let probe = spawn_health_probe(
@@ -170,7 +166,9 @@ impl KafkaOutput {
             name: name.to_string(),
             topic,
             producer,
-            at_once,
+            batching: Arc::new(OnceLock::new()),
+            batching_asked: AtomicBool::new(batching_plan.is_none()),
+            batching_plan: std::sync::Mutex::new(batching_plan),
             in_flight: AtomicUsize::new(0),
             health,
             produce_timeout: meta.produce_timeout,
@@ -182,14 +180,58 @@ impl KafkaOutput {
 
     /// The producer of one call, counted in flight until the guard drops: the
     /// one that sends at once when no other call is waiting (so nothing can
-    /// overtake a record already handed over), else the lingering one.
+    /// overtake a record already handed over), else the batching one.
     fn producer_for_call(&self) -> (InFlight<'_>, &AsyncProducer) {
         let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let counted = InFlight(&self.in_flight);
-        match self.at_once.get() {
-            Some(p) if alone => (counted, p),
-            _ => (counted, &self.producer),
+        if alone {
+            return (counted, &self.producer);
         }
+        match self.batching.get() {
+            Some(p) => (counted, p),
+            None => {
+                self.make_batching();
+                (counted, &self.producer)
+            }
+        }
+    }
+
+    /// Starts making the batching producer, once, on a blocking thread.
+    fn make_batching(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.batching_asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(plan) = self
+            .batching_plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let slot = self.batching.clone();
+        // Detached: it only fills `slot`; a failure is logged and calls keep
+        // going at once.
+        drop(tokio::task::spawn_blocking(move || {
+            let _runtime = runtime.enter();
+            match make_producer(
+                &plan.name,
+                &plan.meta,
+                plan.health,
+                Some(plan.max_in_flight),
+                DEFAULT_PRODUCER_LINGER,
+            ) {
+                Ok(p) => {
+                    let _ = slot.set(p);
+                }
+                Err(e) => {
+                    tracing::warn!(binding.name = %plan.name, "no batching producer, every call goes at once: {e}")
+                }
+            }
+        }));
     }
 
     /// daprd's words for a `partitionNumber` the topic does not have.
@@ -350,15 +392,22 @@ impl OutputBinding for KafkaOutput {
                     tracing::warn!(binding.name = %self.name, "broker probe {}", crate::tasks::join_error_message(e));
                 }
             };
-            let at_once = async {
-                match self.at_once.get() {
+            // No batching producer is made once closing began.
+            drop(
+                self.batching_plan
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
+            let batching = async {
+                match self.batching.get() {
                     Some(p) => p.close(timeout).await,
                     None => Ok(()),
                 }
             };
-            let (flushed, flushed_at_once, ()) =
-                futures::future::join3(self.producer.close(timeout), at_once, probe).await;
-            match flushed.and(flushed_at_once) {
+            let (flushed, flushed_batching, ()) =
+                futures::future::join3(self.producer.close(timeout), batching, probe).await;
+            match flushed.and(flushed_batching) {
                 Ok(()) => tracing::debug!(binding.name = %self.name, "producer flushed"),
                 Err(e) => {
                     tracing::warn!(binding.name = %self.name, "producer flush incomplete: {e}")
@@ -442,27 +491,40 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_call_goes_at_once_and_overlapping_calls_linger() {
+    async fn a_lone_call_goes_at_once_and_overlapping_calls_batch() {
         let out = output("");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while out.at_once.get().is_none() {
-            assert!(Instant::now() < deadline, "no send-at-once producer");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let at_once = out.at_once.get().unwrap();
-        assert!(!same(at_once, &out.producer));
         {
             let (_first, p) = out.producer_for_call();
-            assert!(same(p, at_once), "a lone call goes at once");
+            assert!(same(p, &out.producer), "a lone call goes at once");
+            assert!(
+                out.batching.get().is_none(),
+                "not made before a call overlaps"
+            );
             let (_second, p) = out.producer_for_call();
-            assert!(same(p, &out.producer), "an overlapping call lingers");
+            assert!(
+                same(p, &out.producer),
+                "until the batching producer exists, an overlapping call goes at once too"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.batching.get().is_none() {
+            assert!(Instant::now() < deadline, "no batching producer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let batching = out.batching.get().unwrap();
+        assert!(!same(batching, &out.producer));
+        {
+            let (_first, p) = out.producer_for_call();
+            assert!(same(p, &out.producer), "a lone call goes at once");
+            let (_second, p) = out.producer_for_call();
+            assert!(same(p, batching), "an overlapping call lingers");
             // Still overlapping: the first call has not been answered.
             let (_third, p) = out.producer_for_call();
-            assert!(same(p, &out.producer));
+            assert!(same(p, batching));
         }
         let (_again, p) = out.producer_for_call();
         assert!(
-            same(p, at_once),
+            same(p, &out.producer),
             "alone again once the others were answered"
         );
         drop(_again);
@@ -474,8 +536,11 @@ mod tests {
         let out = output("  - name: producerLinger\n    value: 0ms\n");
         let (_first, p) = out.producer_for_call();
         assert!(same(p, &out.producer));
-        assert!(out.at_once.get().is_none());
-        drop(_first);
+        let (_second, p) = out.producer_for_call();
+        assert!(same(p, &out.producer));
+        assert!(out.batching_plan.lock().unwrap().is_none());
+        assert!(out.batching.get().is_none());
+        drop((_first, _second));
         out.close(Duration::from_secs(1)).await;
     }
 }

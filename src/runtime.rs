@@ -130,19 +130,15 @@ impl RuntimeError {
 }
 
 /// Starts, on a thread of its own, the set-up that depends on no flag or
-/// component (librdkafka's global state, the gRPC reflection index), so that
-/// it overlaps the parsing of flags and components and the log and runtime
-/// set-up instead of following them: on two cores this is about 1 ms of the
-/// time to ready. Detached on purpose: each piece is also done, once, where it
-/// is needed, so a warm-up that is late or fails changes nothing but time.
+/// component (librdkafka's global state: CRC tables, OpenSSL), so that it
+/// overlaps the parsing of flags and components and the log and runtime
+/// set-up instead of following them. Detached on purpose: each piece is also
+/// done, once, where it is needed, so a warm-up that is late or fails changes
+/// nothing but time.
 pub fn prewarm() {
     let spawned = std::thread::Builder::new()
         .name("outrigger-prewarm".into())
-        .spawn(|| {
-            // In the order the start-up needs them: clients, then servers.
-            bindings::prewarm();
-            api::grpc::prewarm();
-        });
+        .spawn(bindings::prewarm);
     drop(spawned);
 }
 
@@ -173,6 +169,13 @@ impl Sidecar {
             // every delivery fail with 401, retried forever.
             return Err(RuntimeError::AppToken);
         }
+        // Bound first, served once the components are built: a client that
+        // connects during the start-up (an SDK or a probe waiting for
+        // `healthz`) waits in the backlog and is answered as soon as the
+        // sidecar is ready, instead of being refused and retrying later.
+        let hosts = listen_ips(&config.listen_addresses);
+        let http_listeners = bind_all("HTTP", &hosts, config.http_port).await?;
+        let grpc_listeners = bind_all("gRPC", &hosts, config.grpc_port).await?;
         let planned = load_components(&config)?;
         let mut outputs: HashMap<String, Arc<dyn OutputBinding>> = HashMap::new();
         let mut inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)> = Vec::new();
@@ -277,9 +280,6 @@ impl Sidecar {
             max_in_flight: config.max_output_calls_in_flight,
         });
 
-        let hosts = listen_ips(&config.listen_addresses);
-        let http_listeners = bind_all("HTTP", &hosts, config.http_port).await?;
-        let grpc_listeners = bind_all("gRPC", &hosts, config.grpc_port).await?;
         let http_addrs: Vec<SocketAddr> = http_listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())

@@ -180,10 +180,6 @@ pub async fn serve(
     limits: ServerLimits,
     slots: Arc<Semaphore>,
 ) {
-    let Some(reflection) = reflection_routes() else {
-        tracing::error!("cannot build the gRPC reflection service");
-        return;
-    };
     let limit = state.max_request_bytes;
     let dapr = crate::proto::runtime::v1::dapr_server::DaprServer::new(DaprApi {
         state: state.clone(),
@@ -198,7 +194,11 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(GateLayer { state })
-        .add_routes(reflection.clone().add_service(dapr))
+        .add_routes(
+            tonic::service::Routes::new(LazyReflection::<true>)
+                .add_service(LazyReflection::<false>)
+                .add_service(dapr),
+        )
         .serve_with_incoming_shutdown(incoming(listener, limits, slots), stop.cancelled_owned())
         .await;
     if let Err(e) = served {
@@ -206,11 +206,10 @@ pub async fn serve(
     }
 }
 
-/// The reflection services (v1 and v1alpha), built once per process. Building
-/// them decodes and indexes every descriptor of Dapr's protos, about 1 to 2 ms
-/// here: [`crate::runtime::prewarm`] does it beside the start-up, so that the
-/// server's first task does not hold the runtime's only worker that long
-/// while the first connections wait. `None` if they cannot be built.
+/// The reflection services (v1 and v1alpha), built once per process on the
+/// first reflection call. Building them decodes and indexes every descriptor
+/// of Dapr's protos, about 1 ms of CPU: at start it competed for the two
+/// cores with the Kafka clients' creation, and most apps never ask.
 fn reflection_routes() -> Option<&'static tonic::service::Routes> {
     static ROUTES: std::sync::OnceLock<Option<tonic::service::Routes>> = std::sync::OnceLock::new();
     ROUTES
@@ -230,9 +229,44 @@ fn reflection_routes() -> Option<&'static tonic::service::Routes> {
         .as_ref()
 }
 
-/// Builds what [`serve`] needs that depends on nothing given at start.
-pub fn prewarm() {
-    let _ = reflection_routes();
+/// Server reflection, v1 (`true`) or v1alpha, routed by name and built by
+/// [`reflection_routes`] when first called.
+#[derive(Clone, Copy)]
+struct LazyReflection<const V1: bool>;
+
+impl tonic::server::NamedService for LazyReflection<true> {
+    const NAME: &'static str = "grpc.reflection.v1.ServerReflection";
+}
+
+impl tonic::server::NamedService for LazyReflection<false> {
+    const NAME: &'static str = "grpc.reflection.v1alpha.ServerReflection";
+}
+
+impl<const V1: bool> tower::Service<http::Request<Body>> for LazyReflection<V1> {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            // Off the runtime's thread: the first build takes about a millisecond.
+            let routes = tokio::task::spawn_blocking(reflection_routes)
+                .await
+                .ok()
+                .flatten();
+            match routes {
+                Some(routes) => tower::ServiceExt::oneshot(routes.clone(), req).await,
+                None => {
+                    tracing::error!("cannot build the gRPC reflection service");
+                    Ok(Status::internal("server reflection is unavailable").into_http())
+                }
+            }
+        })
+    }
 }
 
 /// Accepted connections, at most `slots` open at once (more are closed on

@@ -12,9 +12,9 @@ use std::ffi::{OsStr, OsString};
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
+use clap::{Args, CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SidecarArgs};
 
 /// The flags `outrigger run` knows: name (long, without `--`, or short) → takes a value.
 #[derive(Debug, Default)]
@@ -170,10 +170,31 @@ pub fn parse_cli(argv: impl IntoIterator<Item = OsString>) -> Cli {
     }
 }
 
+/// `outrigger sidecar ...` parsed with the sidecar's flags alone: building
+/// clap's definition of every subcommand (`run` repeats all the sidecar's
+/// flags) was a tenth of the time to ready. `None` on any error, `--help`
+/// included, so that the full parse gives the message it always gave.
+fn parse_sidecar_only(argv: &[OsString]) -> Option<SidecarArgs> {
+    if argv.get(1).map(OsString::as_os_str) != Some(OsStr::new("sidecar")) {
+        return None;
+    }
+    // argv[1], "sidecar", stands where clap expects the binary's name.
+    let matches = SidecarArgs::augment_args(clap::Command::new("sidecar"))
+        .try_get_matches_from(&argv[1..])
+        .ok()?;
+    SidecarArgs::from_arg_matches(&matches).ok()
+}
+
 /// [`parse_cli`] without exiting.
 pub fn try_parse_cli(argv: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    if let Some(args) = parse_sidecar_only(&argv) {
+        return Ok(Cli {
+            command: Command::Sidecar(args),
+        });
+    }
     let mut command = Cli::command();
-    let argv = prepare(argv.into_iter().collect()).map_err(|flag| {
+    let argv = prepare(argv).map_err(|flag| {
         command.build();
         let run = command.find_subcommand("run").cloned();
         let mut err = clap::Error::raw(

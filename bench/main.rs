@@ -20,7 +20,7 @@ mod soak;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -316,9 +316,28 @@ async fn run(o: Options) {
     }
     component(dir.path(), "bench", &brokers, &out_topic, &out_meta);
 
-    // Start to ready, over several cold starts of each binary, one after the other.
+    // Start to ready, over several cold starts of each binary, one after the
+    // other, once the machine is quiet: a broker just started (or a topic just
+    // created) keeps both cores busy for seconds, which is not the sidecar's
+    // start. Each contender's block begins with one start left out, so that
+    // neither is timed in the wake of the other (caches, the broker's side of
+    // the last client's connections).
     let mut foot: HashMap<Contender, SidecarFootprint> = HashMap::new();
     for &c in &contenders {
+        let waited = Instant::now();
+        let busy = proc_stats::wait_for_quiet(
+            0.10,
+            Duration::from_millis(500),
+            waited + Duration::from_secs(60),
+        );
+        println!(
+            "- start to ready of {}: timed once the machine was {:.0}% busy over 0.5 s (waited {:.1} s; the limit is 10%, or 60 s of waiting); {} starts after one left out",
+            c.name(),
+            busy * 100.0,
+            waited.elapsed().as_secs_f64(),
+            o.starts
+        );
+        drop(sidecar::start(&bins, c, dir.path(), None));
         let mut starts = Vec::new();
         for _ in 0..o.starts {
             let s = sidecar::start(&bins, c, dir.path(), None);

@@ -65,3 +65,35 @@ pub fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// Busy and total jiffies of all CPUs, from the first line of /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// Waits until the machine's CPUs were at most `busy` busy over a whole
+/// `window` (a broker just started compiles and settles for a while), or
+/// until `deadline`. Returns the busy fraction of the last window.
+pub fn wait_for_quiet(busy: f64, window: std::time::Duration, deadline: std::time::Instant) -> f64 {
+    loop {
+        let (b0, t0) = cpu_jiffies();
+        std::thread::sleep(window);
+        let (b1, t1) = cpu_jiffies();
+        let fraction = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        if fraction <= busy || std::time::Instant::now() >= deadline {
+            return fraction;
+        }
+    }
+}

@@ -210,9 +210,11 @@ pub async fn serve(
 /// first reflection call. Building them decodes and indexes every descriptor
 /// of Dapr's protos, about 1 ms of CPU: at start it competed for the two
 /// cores with the Kafka clients' creation, and most apps never ask.
+static REFLECTION_ROUTES: std::sync::OnceLock<Option<tonic::service::Routes>> =
+    std::sync::OnceLock::new();
+
 fn reflection_routes() -> Option<&'static tonic::service::Routes> {
-    static ROUTES: std::sync::OnceLock<Option<tonic::service::Routes>> = std::sync::OnceLock::new();
-    ROUTES
+    REFLECTION_ROUTES
         .get_or_init(|| {
             // Advertise only what this server serves (the descriptors also hold AppCallback).
             let reflection = || {
@@ -253,11 +255,15 @@ impl<const V1: bool> tower::Service<http::Request<Body>> for LazyReflection<V1> 
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         Box::pin(async move {
-            // Off the runtime's thread: the first build takes about a millisecond.
-            let routes = tokio::task::spawn_blocking(reflection_routes)
-                .await
-                .ok()
-                .flatten();
+            // Once built, no hop to the blocking pool; the first build (about a
+            // millisecond) runs off the runtime's thread.
+            let routes = match REFLECTION_ROUTES.get() {
+                Some(built) => built.as_ref(),
+                None => tokio::task::spawn_blocking(reflection_routes)
+                    .await
+                    .ok()
+                    .flatten(),
+            };
             match routes {
                 Some(routes) => tower::ServiceExt::oneshot(routes.clone(), req).await,
                 None => {

@@ -193,6 +193,12 @@ pub fn try_parse_cli(argv: impl IntoIterator<Item = OsString>) -> Result<Cli, cl
             command: Command::Sidecar(args),
         });
     }
+    parse_full(argv)
+}
+
+/// Every subcommand's definition built, for all that the sidecar-only parse
+/// does not take.
+fn parse_full(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     let mut command = Cli::command();
     let argv = prepare(argv).map_err(|flag| {
         command.build();
@@ -230,6 +236,72 @@ pub fn try_parse_cli(argv: impl IntoIterator<Item = OsString>) -> Result<Cli, cl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sidecar_only_parse_gives_what_the_full_parse_gives() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &[
+                "--app-id",
+                "a",
+                "--app-port",
+                "3000",
+                "--app-protocol",
+                "grpc",
+            ],
+            &[
+                "--dapr-grpc-port=0",
+                "--dapr-http-port",
+                "0",
+                "--resources-path",
+                "c",
+            ],
+            &[
+                "--enable-metrics=false",
+                "--log-level",
+                "debug",
+                "--app-max-concurrency",
+                "8",
+            ],
+            &[
+                "--components-path",
+                "x",
+                "--dapr-graceful-shutdown-seconds",
+                "2",
+            ],
+            &[
+                "--mode",
+                "kubernetes",
+                "--namespace",
+                "n",
+                "--dapr-public-port",
+                "3501",
+            ],
+        ];
+        for case in cases {
+            let argv: Vec<OsString> = ["outrigger", "sidecar"]
+                .iter()
+                .chain(case.iter())
+                .map(OsString::from)
+                .collect();
+            let fast = parse_sidecar_only(&argv).unwrap_or_else(|| panic!("{case:?}: not taken"));
+            let full = match parse_full(argv).unwrap().command {
+                Command::Sidecar(args) => args,
+                other => panic!("not sidecar: {other:?}"),
+            };
+            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{case:?}");
+        }
+        // Errors and help fall through to the full parse, for its messages.
+        for bad in [&["--no-such-flag"][..], &["--help"], &["--app-port", "x"]] {
+            let argv: Vec<OsString> = ["outrigger", "sidecar"]
+                .iter()
+                .chain(bad.iter())
+                .map(OsString::from)
+                .collect();
+            assert!(parse_sidecar_only(&argv).is_none(), "{bad:?}");
+            assert!(try_parse_cli(argv).is_err(), "{bad:?}");
+        }
+    }
 
     fn split(args: &[&str]) -> (Vec<String>, Vec<String>) {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();

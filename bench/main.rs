@@ -38,6 +38,8 @@ pub struct Options {
     pub input_messages: usize,
     pub partitions: i32,
     pub starts: usize,
+    /// How long to wait for a quiet machine before timing starts.
+    pub quiet_wait: Duration,
     pub soak_messages: usize,
     pub transports: Vec<Transport>,
     pub brokers: Option<String>,
@@ -56,13 +58,16 @@ pub struct Options {
 
 const HELP: &str =
     "outrigger-bench [--quick] [--duration SECS] [--concurrency 1,16,64] [--payloads 100,10240]
-    [--input-messages N] [--partitions N] [--starts N] [--transports grpc,http]
+    [--input-messages N] [--partitions N] [--starts N] [--quiet-wait SECS]
+    [--transports grpc,http]
     [--brokers HOST:PORT | --kafka-dir DIR] [--daprd PATH | --no-daprd] [--no-h2load]
     [--linger MS] [--generator-threads N] [--json PATH] [--soak MESSAGES]
 
 Broker: --brokers, else the running broker of --kafka-dir DIR (env OUTRIGGER_KAFKA_DIR;
 a directory of scripts/kafka.sh), else one started for the run with scripts/kafka.sh.
 daprd: --daprd PATH (env OUTRIGGER_DAPRD), else .tools/bin/daprd if present.
+--quiet-wait SECS: how long to wait, before timing starts, for at most 10% of the CPUs to be busy
+over half a second (default 60; 0 with --quick).
 h2load (nghttp2-client), when on PATH, cross-checks gRPC and HTTP at the highest concurrency.
 --linger MS: outrigger's producerLinger and the direct producer's linger.ms (default: outrigger's
 adaptive default, compared with the faster of a direct producer lingering 1 ms and one sending at
@@ -79,6 +84,7 @@ fn parse_args() -> Options {
         input_messages: 50_000,
         partitions: 4,
         starts: 20,
+        quiet_wait: Duration::from_secs(60),
         soak_messages: 0,
         transports: vec![Transport::Grpc, Transport::Http],
         brokers: std::env::var("OUTRIGGER_BENCH_BROKERS").ok(),
@@ -106,6 +112,7 @@ fn parse_args() -> Options {
                 o.payloads = vec![100];
                 o.input_messages = 2_000;
                 o.starts = 3;
+                o.quiet_wait = Duration::ZERO;
                 o.h2load = false;
                 true
             }
@@ -134,6 +141,10 @@ fn parse_args() -> Options {
             "--input-messages" => o.input_messages = value.parse().expect("a number"),
             "--partitions" => o.partitions = value.parse().expect("a number"),
             "--starts" => o.starts = value.parse::<usize>().expect("a number").max(1),
+            "--quiet-wait" => {
+                o.quiet_wait =
+                    Duration::from_secs(value.parse::<u64>().expect("a number of seconds"))
+            }
             "--soak" => o.soak_messages = value.parse().expect("a number"),
             "--brokers" => o.brokers = Some(value),
             "--kafka-dir" => o.kafka_dir = Some(PathBuf::from(value)),
@@ -325,16 +336,14 @@ async fn run(o: Options) {
     let mut foot: HashMap<Contender, SidecarFootprint> = HashMap::new();
     for &c in &contenders {
         let waited = Instant::now();
-        let busy = proc_stats::wait_for_quiet(
-            0.10,
-            Duration::from_millis(500),
-            waited + Duration::from_secs(60),
-        );
+        let busy =
+            proc_stats::wait_for_quiet(0.10, Duration::from_millis(500), waited + o.quiet_wait);
         println!(
-            "- start to ready of {}: timed once the machine was {:.0}% busy over 0.5 s (waited {:.1} s; the limit is 10%, or 60 s of waiting); {} starts after one left out",
+            "- start to ready of {}: timed once the machine was {:.0}% busy over 0.5 s (waited {:.1} s; the limit is 10%, or {} s of waiting); {} starts after one left out",
             c.name(),
             busy * 100.0,
             waited.elapsed().as_secs_f64(),
+            o.quiet_wait.as_secs(),
             o.starts
         );
         drop(sidecar::start(&bins, c, dir.path(), None));

@@ -328,8 +328,8 @@ async fn run(o: Options) {
     component(dir.path(), "bench", &brokers, &out_topic, &out_meta);
 
     // Start to ready, over several cold starts of each binary, one after the
-    // other, once the machine is quiet: a broker just started (or a topic just
-    // created) keeps both cores busy for seconds, which is not the sidecar's
+    // other, once the machine is quiet: what ran just before (a build, a
+    // broker starting) can keep both cores busy, which is not the sidecar's
     // start. Each contender's block begins with one start left out, so that
     // neither is timed in the wake of the other (caches, the broker's side of
     // the last client's connections).

@@ -84,8 +84,7 @@ fn cpu_jiffies() -> (u64, u64) {
 }
 
 /// Waits until the machine's CPUs were at most `busy` busy over a whole
-/// `window` (a broker just started compiles and settles for a while), or
-/// until `deadline`. Returns the busy fraction of the last window.
+/// `window`, or until `deadline`. Returns the busy fraction of the last window.
 pub fn wait_for_quiet(busy: f64, window: std::time::Duration, deadline: std::time::Instant) -> f64 {
     loop {
         let (b0, t0) = cpu_jiffies();

@@ -90,7 +90,8 @@ pub fn wait_for_quiet(busy: f64, window: std::time::Duration, deadline: std::tim
         let (b0, t0) = cpu_jiffies();
         std::thread::sleep(window);
         let (b1, t1) = cpu_jiffies();
-        let fraction = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        // iowait may step back on some kernels: never a negative busy count.
+        let fraction = b1.saturating_sub(b0) as f64 / t1.saturating_sub(t0).max(1) as f64;
         if fraction <= busy || std::time::Instant::now() >= deadline {
             return fraction;
         }

@@ -15,47 +15,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/release/outrigger}
 calls=${2:-5000}
-for tool in h2load perf strace; do
+for tool in perf strace; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
-work=$(mktemp -d)
-dir=${OUTRIGGER_KAFKA_DIR:-}
-sidecar=""
-cleanup() {
-  [ -n "$sidecar" ] && kill "$sidecar" 2>/dev/null && wait "$sidecar" 2>/dev/null
-  [ -z "${OUTRIGGER_KAFKA_DIR:-}" ] && "$root/scripts/kafka.sh" stop --dir "$root/.tools/kafka-ab" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-if [ -z "$dir" ]; then
-  dir="$root/.tools/kafka-ab"
-  "$root/scripts/kafka.sh" start --dir "$dir" >/dev/null
-fi
-brokers=$(sed -n 's/^KAFKA_PLAINTEXT=//p' "$dir/broker.env")
-topic="syscalls-$(date +%s)-$$"
-# The InvokeBinding request: name "bench", 100 B of data, operation "create", gRPC-framed.
-python3 - "$work/call.bin" <<'PY'
-import struct, sys
-field = lambda n, b: bytes([n << 3 | 2, len(b)]) + b
-msg = field(1, b"bench") + field(2, b"x" * 100) + field(4, b"create")
-open(sys.argv[1], "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
-PY
-mkdir -p "$work/res"
-printf 'apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bench\nspec:\n  type: bindings.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: "%s"\n  - name: publishTopic\n    value: "%s"\n  - name: authType\n    value: "none"\n' \
-  "$brokers" "$topic" >"$work/res/bench.yaml"
-"$bin" sidecar --app-id syscalls --log-level info --dapr-http-port 0 --dapr-grpc-port 0 \
-  --dapr-listen-addresses 127.0.0.1 --metrics-port 0 --resources-path "$work/res" >"$work/sidecar.log" 2>&1 &
-sidecar=$!
-port=""
-for _ in $(seq 1 500); do
-  port=$(sed -n 's/.*API listening.*grpc=\[127\.0\.0\.1:\([0-9]*\)\].*/\1/p' "$work/sidecar.log" | head -1)
-  [ -n "$port" ] && break
-  sleep 0.02
-done
-[ -n "$port" ] || { cat "$work/sidecar.log" >&2; exit 1; }
-url="http://127.0.0.1:$port/dapr.proto.runtime.v1.Dapr/InvokeBinding"
-h2() { h2load "$@" -H content-type:application/grpc -H te:trailers -d "$work/call.bin" "$url"; }
-h2 -n 500 -c 1 >/dev/null # warm-up: connections, topic metadata
+. "$root/scripts/lib/grpc-sidecar.sh"
+start_sidecar "$bin" "syscalls-$(date +%s)-$$"
 for spec in "1 1 1 $calls" "64 4 16 $((calls * 10))"; do
   read -r conc conns streams n <<<"$spec"
   perf stat -x, -e context-switches,task-clock -p "$sidecar" -o "$work/perf.csv" &

@@ -208,6 +208,7 @@ impl SidecarArgs {
                 .map(str::to_string),
             extra_components: Default::default(),
             max_output_calls_in_flight: self.max_output_calls_in_flight,
+            start_hold: None,
         }
     }
 }

@@ -54,7 +54,14 @@ fn run_async(worker_threads: usize, fut: impl std::future::Future<Output = i32>)
         b
     };
     match builder.enable_all().build() {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => {
+            let code = rt.block_on(fut);
+            // By now everything owed is delivered and committed; what may be
+            // left on the blocking pool (a broker probe waiting for its
+            // timeout) must not hold the exit, as dropping the runtime would.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            code
+        }
         Err(e) => {
             eprintln!("outrigger: cannot start the async runtime: {e}");
             1

@@ -52,6 +52,26 @@ pub struct SidecarConfig {
     /// Components from another source than files (the Kubernetes API server), loaded
     /// after `resources_paths`.
     pub extra_components: ComponentDocs,
+    /// Test hook, `None` outside tests: awaited once the API ports are bound,
+    /// before anything else of the start-up, so that a test can connect to a
+    /// sidecar that is not ready yet (a real start is over too fast to hit).
+    #[doc(hidden)]
+    pub start_hold: Option<StartHold>,
+}
+
+/// Called with the bound HTTP and gRPC addresses; the start-up waits for its future.
+#[derive(Clone)]
+#[doc(hidden)]
+pub struct StartHold(pub Arc<StartHoldFn>);
+
+#[doc(hidden)]
+pub type StartHoldFn =
+    dyn Fn(Vec<SocketAddr>, Vec<SocketAddr>) -> bindings::BoxFuture<'static, ()> + Send + Sync;
+
+impl std::fmt::Debug for StartHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHold")
+    }
 }
 
 /// Component documents, each with the name its errors show; their text may hold resolved
@@ -89,6 +109,7 @@ impl Default for SidecarConfig {
             otlp_endpoint: None,
             extra_components: ComponentDocs::default(),
             max_output_calls_in_flight: api::DEFAULT_MAX_IN_FLIGHT,
+            start_hold: None,
         }
     }
 }
@@ -176,6 +197,11 @@ impl Sidecar {
         let hosts = listen_ips(&config.listen_addresses);
         let http_listeners = bind_all("HTTP", &hosts, config.http_port).await?;
         let grpc_listeners = bind_all("gRPC", &hosts, config.grpc_port).await?;
+        if let Some(StartHold(hold)) = &config.start_hold {
+            let addrs =
+                |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect();
+            hold(addrs(&http_listeners), addrs(&grpc_listeners)).await;
+        }
         let planned = load_components(&config)?;
         let mut outputs: HashMap<String, Arc<dyn OutputBinding>> = HashMap::new();
         let mut inputs: Vec<(Planned, Box<dyn InputBinding>, Arc<InputStatus>)> = Vec::new();

@@ -294,3 +294,88 @@ async fn a_kafka_output_without_publish_topic_builds_no_producer() {
         "{body}"
     );
 }
+
+/// A client that connects while the sidecar is still starting (an SDK started
+/// beside it, a probe) waits in the listen backlog and is answered once the
+/// sidecar is ready: over HTTP (`healthz`) and gRPC (`GetMetadata`), neither
+/// refused nor failed. The start is held between binding its ports and
+/// loading its components, so the connections are made before it is ready.
+#[tokio::test]
+async fn a_client_connecting_during_the_start_is_answered_once_ready() {
+    use outrigger::proto::runtime::v1 as pb;
+    use outrigger::proto::runtime::v1::dapr_client::DaprClient;
+    use outrigger::runtime::StartHold;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    init_logs();
+    let dir = components_dir(&[kafka("held-out", &[("publishTopic", "t")])]);
+    let mut config = test_config(dir.path());
+    let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
+    let addrs_tx = std::sync::Mutex::new(Some(addrs_tx));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let hold_release = release.clone();
+    config.start_hold = Some(StartHold(Arc::new(move |http, grpc| {
+        if let Some(tx) = addrs_tx.lock().unwrap().take() {
+            let _ = tx.send((http, grpc));
+        }
+        let release = hold_release.clone();
+        Box::pin(async move { release.notified().await })
+    })));
+    let shutdown = CancellationToken::new();
+    let start = tokio::spawn(Sidecar::start(config, shutdown.clone()));
+    let (http, grpc): (Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>) =
+        tokio::time::timeout(Duration::from_secs(10), addrs_rx)
+            .await
+            .expect("the start binds its ports")
+            .expect("the hold is called");
+
+    // Both connections are made while the start is held, so before ready.
+    let mut raw = tokio::net::TcpStream::connect(http[0])
+        .await
+        .expect("a connection during the start is accepted, not refused");
+    raw.write_all(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let grpc_call = tokio::spawn(async move {
+        let mut client = DaprClient::connect(format!("http://{}", grpc[0])).await?;
+        client
+            .get_metadata(pb::GetMetadataRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+    });
+    assert!(!start.is_finished(), "the start is still held");
+    release.notify_one();
+
+    let sidecar = tokio::time::timeout(Duration::from_secs(10), start)
+        .await
+        .expect("the start ends once released")
+        .unwrap()
+        .expect("the sidecar starts");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the early HTTP request is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 204"),
+        "healthz answered: {answer}"
+    );
+    let metadata = tokio::time::timeout(Duration::from_secs(10), grpc_call)
+        .await
+        .expect("the early gRPC call is answered")
+        .unwrap()
+        .expect("GetMetadata succeeds");
+    assert!(
+        metadata
+            .registered_components
+            .iter()
+            .any(|c| c.name == "held-out" && c.r#type == "bindings.kafka"),
+        "the answer comes from the ready sidecar: {:?}",
+        metadata.registered_components
+    );
+    shutdown.cancel();
+    sidecar.wait().await;
+}

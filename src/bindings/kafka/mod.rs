@@ -312,7 +312,13 @@ where
                 continue;
             }
             let probe = probe.clone();
-            match tokio::task::spawn_blocking(probe).await {
+            // Not waited for once stopped: a probe of an unreachable broker
+            // blocks for its timeout, which would only delay the shutdown.
+            let probed = tokio::select! {
+                _ = stop.cancelled() => return,
+                probed = tokio::task::spawn_blocking(probe) => probed,
+            };
+            match probed {
                 Ok(Ok(())) => {
                     if health.mark_up() {
                         tracing::info!(binding.name = %binding, "Kafka brokers reachable again");

@@ -11,6 +11,7 @@
 
 use std::ffi::c_void;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,15 +28,34 @@ use tracing::Instrument;
 
 use super::KafkaContext;
 
-/// Where a delivery report is sent: the caller waiting for its record.
-type Reply = Box<oneshot::Sender<Result<(), KafkaError>>>;
+/// Where a delivery report is sent: the caller waiting for its record. One
+/// lives inside librdkafka per record it holds (dropped when the report is
+/// served or the record purged), which is what [`Pending`] counts.
+pub(crate) struct Reply {
+    tx: oneshot::Sender<Result<(), KafkaError>>,
+    _pending: Pending,
+}
+
+/// Counts a record librdkafka holds, until dropped. librdkafka's own count
+/// (`rd_kafka_outq_len`, what `flush` waits on) also counts its requests
+/// and events, which never drain while the broker is unreachable: a producer
+/// holding no record would wait out the whole shutdown grace in `flush`.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl ProducerContext for KafkaContext {
-    type DeliveryOpaque = Reply;
+    type DeliveryOpaque = Box<Reply>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, reply: Reply) {
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<Reply>) {
         // The caller may have gone (its request was cancelled): nothing to tell.
-        let _ = reply.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+        let _ = reply
+            .tx
+            .send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
     }
 }
 
@@ -48,6 +68,8 @@ struct Shared {
     wake: *const Notify,
     /// Ends the serving task when the producer goes.
     stop: CancellationToken,
+    /// Records handed to librdkafka and not yet reported on.
+    pending: Arc<AtomicUsize>,
 }
 
 // SAFETY: librdkafka's queue handles may be used from any thread (every queue
@@ -116,6 +138,7 @@ impl AsyncProducer {
             queue,
             wake: opaque,
             stop: CancellationToken::new(),
+            pending: Arc::new(AtomicUsize::new(0)),
         });
         let span = tracing::debug_span!("kafka.deliveries", binding.name = %binding);
         let server = runtime
@@ -146,6 +169,11 @@ impl AsyncProducer {
             return Err(KafkaError::Canceled);
         }
         let (tx, rx) = oneshot::channel();
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        let reply = Box::new(Reply {
+            tx,
+            _pending: Pending(self.shared.pending.clone()),
+        });
         let mut record = BaseRecord {
             topic: record.topic,
             partition: record.partition,
@@ -153,7 +181,7 @@ impl AsyncProducer {
             key: record.key,
             timestamp: record.timestamp,
             headers: record.headers,
-            delivery_opaque: Box::new(tx),
+            delivery_opaque: reply,
         };
         let deadline = Instant::now() + queue_timeout;
         loop {
@@ -173,15 +201,25 @@ impl AsyncProducer {
         rx.await.unwrap_or(Err(KafkaError::Canceled))
     }
 
+    /// Records handed to librdkafka and not yet reported on.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
+    }
+
     /// Delivers what is queued (or gives up at `timeout`), then ends the serving task.
     pub async fn close(&self, timeout: Duration) -> Result<(), KafkaError> {
         let shared = self.shared.clone();
-        // `flush` serves the delivery reports itself while it waits.
-        let flushed = match tokio::task::spawn_blocking(move || shared.base.flush(timeout)).await {
-            Ok(flushed) => flushed,
-            Err(e) => {
-                tracing::error!("the producer flush {}", crate::tasks::join_error_message(e));
-                Err(KafkaError::Flush(RDKafkaErrorCode::Fail))
+        // `flush` serves the delivery reports itself while it waits. With no
+        // record held there is nothing to deliver (see `Pending`).
+        let flushed = if self.pending() == 0 {
+            Ok(())
+        } else {
+            match tokio::task::spawn_blocking(move || shared.base.flush(timeout)).await {
+                Ok(flushed) => flushed,
+                Err(e) => {
+                    tracing::error!("the producer flush {}", crate::tasks::join_error_message(e));
+                    Err(KafkaError::Flush(RDKafkaErrorCode::Fail))
+                }
             }
         };
         self.shared.stop.cancel();

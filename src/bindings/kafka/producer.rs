@@ -276,3 +276,52 @@ async fn serve(shared: Weak<Shared>, wake: Arc<Notify>, stop: CancellationToken)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count `close` relies on: one per record handed over, until its
+    /// report is served, and none left behind by a record that failed.
+    #[tokio::test]
+    async fn pending_counts_each_record_until_its_report() {
+        let mut config = ClientConfig::new();
+        // Nothing listens there: the record times out unanswered.
+        config
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("message.timeout.ms", "300");
+        let producer = AsyncProducer::new(
+            &config,
+            KafkaContext {
+                binding: "p".into(),
+                brokers: "127.0.0.1:9".into(),
+                health: Default::default(),
+            },
+        )
+        .unwrap();
+        assert_eq!(producer.pending(), 0);
+        let sending = {
+            let p = producer.clone();
+            tokio::spawn(async move {
+                p.send(
+                    BaseRecord::<(), [u8], ()>::to("t").payload(b"x".as_slice()),
+                    Duration::from_secs(1),
+                )
+                .await
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producer.pending() == 0 && !sending.is_finished() {
+            assert!(Instant::now() < deadline, "the record is never counted");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(producer.pending(), 1, "one record held");
+        let result = sending.await.unwrap();
+        assert!(
+            matches!(result, Err(ref e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)),
+            "{result:?}"
+        );
+        assert_eq!(producer.pending(), 0, "the report served, nothing held");
+        producer.close(Duration::from_secs(5)).await.unwrap();
+    }
+}

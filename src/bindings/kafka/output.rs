@@ -384,7 +384,8 @@ impl OutputBinding for KafkaOutput {
         Box::pin(async move {
             self.stop_probe.cancel();
             let probe = self.probe.lock().unwrap_or_else(|p| p.into_inner()).take();
-            // The probe ends at its next tick; the flush does not wait for it.
+            // The probe ends at once (a metadata request in progress is left
+            // to time out on its own); the flush does not wait for it.
             let probe = async {
                 if let Some(probe) = probe
                     && let Ok(Err(e)) = tokio::time::timeout(timeout, probe).await

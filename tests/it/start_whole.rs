@@ -337,9 +337,24 @@ async fn a_client_connecting_during_the_start_is_answered_once_ready() {
     raw.write_all(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
+    // The gRPC client's connection is made here too, and handed to the client,
+    // which speaks HTTP/2 over it once the sidecar serves.
+    let early = tokio::net::TcpStream::connect(grpc[0])
+        .await
+        .expect("a gRPC connection during the start is accepted, not refused");
+    let early = std::sync::Mutex::new(Some(early));
     let grpc_call = tokio::spawn(async move {
-        let mut client = DaprClient::connect(format!("http://{}", grpc[0])).await?;
-        client
+        let channel = tonic::transport::Endpoint::from_static("http://early")
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let stream = early.lock().unwrap().take();
+                async move {
+                    stream
+                        .map(hyper_util::rt::TokioIo::new)
+                        .ok_or_else(|| std::io::Error::other("only the early connection is used"))
+                }
+            }))
+            .await?;
+        DaprClient::new(channel)
             .get_metadata(pb::GetMetadataRequest {})
             .await
             .map(|r| r.into_inner())
